@@ -1,0 +1,187 @@
+"""Typed stage configs: dataclasses loadable from YAML and overridable on the command line.
+
+Every stage has one dataclass. The same loader serves all of them:
+
+* ``load_config(EvalConfig, "configs/paper.yaml", ["generation.temperature=0.6"])``
+* on the CLI, :func:`add_dataclass_arguments` exposes every field as ``--field`` (nested fields as
+  ``--generation.temperature``), plus ``--config FILE`` and short aliases a class declares in
+  ``CLI_ALIASES`` (e.g. ``--backend`` for ``generation.kind``).
+
+Precedence: dataclass defaults < YAML file < command-line flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+T = TypeVar("T")
+_MISSING = object()
+
+
+class ConfigError(ValueError):
+    """A config key that does not exist or a value of the wrong type (names the key)."""
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _coerce(key: str, tp: Any, value: Any) -> Any:
+    """Convert a YAML or CLI value to the annotated type, or raise ConfigError naming the key."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        return _coerce(key, args[0], value)
+    if _is_dataclass_type(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, prefix=f"{key}.")
+    if origin in (list, tuple):
+        (inner, *_) = get_args(tp) or (str,)
+        items = value.split(",") if isinstance(value, str) else list(value)
+        seq = [_coerce(key, inner, v) for v in items if v != ""]
+        return tuple(seq) if origin is tuple else seq
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if origin is typing.Literal:
+        if value not in get_args(tp):
+            raise ConfigError(f"{key}: must be one of {list(get_args(tp))}, got {value!r}")
+        return value
+    return _coerce_scalar(key, tp, value)
+
+
+def _coerce_scalar(key: str, tp: Any, value: Any) -> Any:
+    try:
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if tp in (int, float, str):
+            if tp is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return tp(value)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}") from e
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "") -> T:
+    """Build a dataclass from a (possibly partial, possibly nested) mapping."""
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {sorted(prefix + k for k in unknown)}")
+    kwargs = {k: _coerce(prefix + k, hints[k], v) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """Plain-dict view of a config (for YAML, MLflow params, KFP component inputs)."""
+    return dataclasses.asdict(obj)
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}} -> {"a.b": 1}`` (for MLflow params)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    cur = data
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+        if not isinstance(cur, dict):
+            raise ConfigError(f"{dotted}: '{p}' is not a section")
+    cur[parts[-1]] = value
+
+
+def load_config(
+    cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None
+) -> T:
+    """Defaults < YAML at ``path`` < ``key.sub=value`` overrides."""
+    data: dict[str, Any] = {}
+    if path:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+        data = loaded
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value")
+        key, value = item.split("=", 1)
+        _set_dotted(data, key.strip(), yaml.safe_load(value) if value else value)
+    return from_dict(cls, data)
+
+
+def save_config(obj: Any, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False), encoding="utf-8")
+
+
+def _walk_fields(cls: type, prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        tp = hints[f.name]
+        if _is_dataclass_type(tp):
+            out.extend(_walk_fields(tp, f"{prefix}{f.name}."))
+        else:
+            out.append((prefix + f.name, tp))
+    return out
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Expose every (nested) field as ``--dotted.name``; values stay strings until loading."""
+    parser.add_argument("--config", help="YAML file with values for this stage's config")
+    aliases: dict[str, str] = getattr(cls, "CLI_ALIASES", {})
+    reverse: dict[str, list[str]] = {}
+    for alias, target in aliases.items():
+        reverse.setdefault(target, []).append(alias)
+    for dotted, tp in _walk_fields(cls):
+        flags = [f"--{dotted.replace('_', '-')}"] + [f"--{a}" for a in reverse.get(dotted, [])]
+        parser.add_argument(
+            *flags, dest=f"cfg:{dotted}", default=_MISSING, metavar=_metavar(tp), help=argparse.SUPPRESS
+            if dotted.count(".") > 1
+            else None,
+        )
+
+
+def _metavar(tp: Any) -> str:
+    name = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+    return name.upper()
+
+
+def config_from_args(cls: type[T], args: argparse.Namespace) -> T:
+    """Build the stage config from parsed CLI args (``--config`` file, then flags)."""
+    overrides = [
+        f"{k[4:]}={v}" for k, v in vars(args).items() if k.startswith("cfg:") and v is not _MISSING
+    ]
+    return load_config(cls, getattr(args, "config", None), overrides)

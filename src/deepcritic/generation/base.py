@@ -1,0 +1,100 @@
+"""The one generation interface every stage uses: chat prompts + sampling params -> completions.
+
+A prompt is a list of chat messages. When its last message has role ``assistant``, the backend
+*continues* that message (prefill) instead of opening a new turn: Monte Carlo rollouts continue a
+step prefix, forced verdicts continue ``**Answer**: \\boxed{``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+Message = dict[str, str]
+Prompt = list[Message]
+FinishReason = Literal["stop", "length", "error"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    n: int = 1
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    max_tokens: int = 512
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: FinishReason = "stop"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class GenerationStats:
+    """Running totals a backend keeps, for throughput figures and MLflow."""
+
+    prompts: int = 0
+    completions: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def add(self, outs: Sequence[Sequence[Completion]], seconds: float) -> None:
+        self.prompts += len(outs)
+        for group in outs:
+            self.completions += len(group)
+            for c in group:
+                self.completion_tokens += c.completion_tokens
+            if group:
+                self.prompt_tokens += group[0].prompt_tokens
+        self.seconds += seconds
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What every backend implements. ``generate`` returns ``n`` completions per prompt, in order."""
+
+    name: str
+    stats: GenerationStats
+
+    def generate(
+        self, prompts: Sequence[Prompt], params: SamplingParams, *, desc: str | None = None
+    ) -> list[list[Completion]]:
+        """Generate; ``desc`` (if set) labels a progress bar."""
+        ...
+
+    def choose(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[int]:
+        """Constrained decoding: for each prompt (usually ending in an assistant prefill), the
+        index of the choice the model prefers. Used to force a verdict (``1`` / ``-1``)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def continues_assistant(prompt: Prompt) -> bool:
+    """True when the prompt ends in an assistant message that the backend must continue."""
+    return bool(prompt) and prompt[-1].get("role") == "assistant"

@@ -1,0 +1,55 @@
+"""Prompt files (package data) and rendering of numbered steps.
+
+Steps are numbered ``Step 1:`` .. ``Step n:`` (1-based) whatever the source; a step whose text
+already starts with ``Step k:`` is stripped first, so it is never numbered twice.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from functools import cache
+from importlib import resources
+
+from deepcritic.generation.base import Prompt
+
+_STEP_PREFIX = re.compile(r"^\s*(?:\*\*)?\s*Step\s*\d+\s*(?:\*\*)?\s*[:.)]\s*(?:\*\*)?\s*", re.IGNORECASE)
+_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+
+
+@cache
+def load_prompt(name: str) -> str:
+    """Read ``deepcritic/prompts/<name>`` (e.g. ``critique_user.md``) from the installed package."""
+    return resources.files("deepcritic.prompts").joinpath(name).read_text(encoding="utf-8")
+
+
+def render_template(template: str, **fields: str) -> str:
+    """Replace ``{{name}}`` placeholders; LaTeX braces in the values are left alone."""
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(1) not in fields:
+            raise KeyError(f"prompt placeholder {{{{{m.group(1)}}}}} has no value")
+        return fields[m.group(1)]
+
+    return _PLACEHOLDER.sub(sub, template)
+
+
+def strip_step_prefix(text: str) -> str:
+    """``"Step 3: x = 2"`` -> ``"x = 2"`` (also ``**Step 3:**``, ``Step 3.``)."""
+    return _STEP_PREFIX.sub("", text, count=1)
+
+
+def number_steps(steps: Sequence[str]) -> str:
+    """Render steps as ``Step 1: ...`` lines separated by blank lines."""
+    return "\n\n".join(f"Step {i}: {strip_step_prefix(s).strip()}" for i, s in enumerate(steps, 1))
+
+
+def critique_messages(problem: str, steps: Sequence[str]) -> Prompt:
+    """The critique prompt used by evaluation, seed SFT data, GRPO and the server alike."""
+    user = render_template(
+        load_prompt("critique_user.md"), problem=problem.strip(), steps=number_steps(steps)
+    )
+    return [
+        {"role": "system", "content": load_prompt("critique_system.md").strip()},
+        {"role": "user", "content": user},
+    ]
