@@ -15,6 +15,8 @@ from deepcritic.generation.base import Prompt
 
 _STEP_PREFIX = re.compile(r"^\s*(?:\*\*)?\s*Step\s*\d+\s*(?:\*\*)?\s*[:.)]\s*(?:\*\*)?\s*", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+_STEP_SPLIT = re.compile(r"(?:^|\n)\s*(?:\*\*)?\s*Step\s*\d+\s*(?:\*\*)?\s*[:.)]", re.IGNORECASE)
+SOLVER_PREFILL = "Step 1:"
 
 
 @cache
@@ -53,3 +55,27 @@ def critique_messages(problem: str, steps: Sequence[str]) -> Prompt:
         {"role": "system", "content": load_prompt("critique_system.md").strip()},
         {"role": "user", "content": user},
     ]
+
+
+def solver_messages(problem: str, *, prefill: bool = True) -> Prompt:
+    """Ask a generator for a solution in numbered steps; the assistant turn starts with ``Step 1:``."""
+    messages: Prompt = [
+        {"role": "system", "content": load_prompt("solver_system.md").strip()},
+        {"role": "user", "content": render_template(load_prompt("solver_user.md"), problem=problem)},
+    ]
+    if prefill:
+        messages.append({"role": "assistant", "content": SOLVER_PREFILL})
+    return messages
+
+
+def split_steps(text: str) -> list[str]:
+    """Split a generated solution into steps on ``Step k:`` headers (paragraphs if there are none).
+
+    ``text`` may start right after a ``Step 1:`` prefill. Empty steps are dropped.
+    """
+    body = text if _STEP_SPLIT.match(text) else f"Step 1: {text}" if text.strip() else ""
+    parts = _STEP_SPLIT.split(body)
+    steps = [p.strip() for p in parts if p.strip()]
+    if len(steps) <= 1 and "\n\n" in text:
+        steps = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+    return steps
