@@ -1,0 +1,251 @@
+"""One entry point for every step-labelled dataset, plus the row plumbing the loaders share.
+
+``load_solutions(spec)`` accepts:
+
+* ``processbench:<split>`` (gsm8k, math, olympiadbench, omnimath): ``$DEEPCRITIC_PROCESSBENCH_DIR/
+  <split>.json`` when that file exists, else the HF hub dataset ``Qwen/ProcessBench``;
+  ``processbench:/path/to/gsm8k.json`` reads a local file (the split is the file stem).
+* ``mrgsm8k:/path`` (MR-GSM8K as processed by DeepCritic), ``prm800k:/path.jsonl`` (phase 1/2 raw
+  labels), ``champ`` (the ``champ-dataset`` package file) or ``champ:/path/v0.json``.
+* ``jsonl:/path`` (canonical :class:`~deepcritic.records.Solution` JSONL), or a bare path ending in
+  ``.jsonl``/``.json``: the format is detected from the first row (see :func:`detect_format`).
+
+``limit=N`` keeps the first N *valid* records in source order (file order; CHAMP: problems in file
+order, then each problem's annotations in file order) and stops reading there; the
+:class:`~deepcritic.records.LoadReport` counts only the rows actually read.
+
+Every loader validates each row: a malformed row raises :class:`~deepcritic.records.DataError`
+naming the file, the line (JSONL) or item index (JSON arrays) and the field; with
+``skip_invalid=True`` it is skipped and counted under ``"invalid <field>"``. Rows a format itself
+says to drop (e.g. PRM800K ``give_up``) raise :class:`SkipRow` and are always counted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from tqdm.auto import tqdm
+
+from deepcritic.records import DataError, LoadReport, Solution, iter_jsonl
+
+if TYPE_CHECKING:
+    from deepcritic.data.problems import Problem
+
+T = TypeVar("T")
+PROCESSBENCH_DIR_ENV = "DEEPCRITIC_PROCESSBENCH_DIR"
+
+
+class SkipRow(Exception):
+    """A well-formed row that its format says to drop (counted under ``reason``, never an error)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Row:
+    """One raw input row and where it came from (for error messages)."""
+
+    data: Any
+    source: str  # file (or dataset) name, plus " item i" for JSON arrays
+    line: int | None  # 1-based line for JSONL, None otherwise
+
+
+def fail(row: Row, field_name: str | None, reason: str) -> DataError:
+    """A :class:`DataError` located at ``row``."""
+    return DataError(row.source, row.line, field_name, reason)
+
+
+def require(row: Row, obj: Any, key: str, typ: type | tuple[type, ...], name: str = "") -> Any:
+    """``obj[key]`` checked against ``typ``; ``name`` is the dotted field name for messages."""
+    name = name or key
+    if not isinstance(obj, dict):
+        raise fail(row, name.rpartition(".")[0] or None, f"must be an object, got {obj!r:.60}")
+    if key not in obj or obj[key] is None:
+        raise fail(row, name, "is missing")
+    value = obj[key]
+    bad_bool = isinstance(value, bool) and bool not in (typ if isinstance(typ, tuple) else (typ,))
+    if not isinstance(value, typ) or bad_bool:
+        names = " or ".join(t.__name__ for t in typ) if isinstance(typ, tuple) else typ.__name__
+        raise fail(row, name, f"must be {names}, got {value!r:.60}")
+    return value
+
+
+def iter_json_rows(
+    path: str | Path, *, skip_invalid: bool = False, report: LoadReport | None = None
+) -> Iterator[Row]:
+    """Rows of a JSON array file (``source`` says ``item i``) or a JSONL file (``line`` set).
+
+    A file whose text starts with ``[`` is a JSON array; anything else is JSONL.
+    """
+    path = Path(path)
+    if _head(path, 64).startswith("["):
+        try:
+            items = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise DataError(str(path), e.lineno, None, f"invalid JSON ({e.msg})") from e
+        for i, item in enumerate(items):
+            yield Row(item, f"{path} item {i}", None)
+        return
+    for n, obj in iter_jsonl(path, skip_invalid=skip_invalid, report=report):
+        yield Row(obj, str(path), n)
+
+
+def collect(
+    rows: Iterable[Row],
+    convert: Callable[[Row], T],
+    report: LoadReport,
+    *,
+    skip_invalid: bool = False,
+    limit: int | None = None,
+    desc: str | None = None,
+) -> list[T]:
+    """Convert rows, counting reads, kept rows and skips; stop once ``limit`` rows are kept."""
+    out: list[T] = []
+    if limit is not None and limit <= 0:
+        return out
+    for row in tqdm(rows, desc=desc or report.source, unit=" rows", disable=None, leave=False):
+        report.read += 1
+        try:
+            out.append(convert(row))
+        except SkipRow as s:
+            report.skip(s.reason)
+        except DataError as e:
+            if not skip_invalid:
+                raise
+            report.skip(f"invalid {e.field or 'row'}")
+        if limit is not None and len(out) >= limit:
+            break
+    report.kept = len(out)
+    report.log()
+    return out
+
+
+def _canonical(
+    path: str, limit: int | None, skip_invalid: bool
+) -> tuple[list[Solution], LoadReport]:
+    report = LoadReport(path)
+    rows = iter_json_rows(path, skip_invalid=skip_invalid, report=report)
+
+    def convert(row: Row) -> Solution:
+        return Solution.from_dict(row.data, source=row.source, line=row.line)
+
+    return collect(rows, convert, report, skip_invalid=skip_invalid, limit=limit), report
+
+
+def _head(path: Path, size: int = 4096) -> str:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read(size).lstrip()
+
+
+def _first_row(path: Path) -> Any:
+    """The first JSON value of a file: an array's first item, a JSONL file's first line, or a
+    whole JSON object file (e.g. CHAMP's ``v0.json``)."""
+    head = _head(path)
+    if not head.startswith("["):
+        with open(path, encoding="utf-8") as f:
+            first = next((line for line in f if line.strip()), "")
+        try:
+            return json.loads(first) if first else None
+        except json.JSONDecodeError:
+            pass  # a JSON document spread over several lines
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(str(path), e.lineno, None, f"invalid JSON ({e.msg})") from e
+    return data[0] if isinstance(data, list) and data else data
+
+
+def detect_format(path: str | Path) -> str:
+    """``champ`` | ``prm800k`` | ``mrgsm8k`` | ``processbench`` | ``jsonl`` from the first row.
+
+    * a JSON object with a ``problems`` mapping: CHAMP;
+    * a row whose ``label`` is an object holding ``steps``: PRM800K;
+    * a row whose steps all start with ``Step k:``: MR-GSM8K (DeepCritic's processing);
+    * a JSON array of rows without ``source``: ProcessBench; anything else: canonical JSONL.
+    """
+    from deepcritic.prompting import strip_step_prefix
+
+    path = Path(path)
+    first = _first_row(path)
+    if isinstance(first, dict) and isinstance(first.get("problems"), dict):
+        return "champ"
+    if isinstance(first, dict) and isinstance(first.get("label"), dict):
+        return "prm800k"
+    steps = first.get("steps") if isinstance(first, dict) else None
+    if (
+        isinstance(steps, list)
+        and steps
+        and all(isinstance(s, str) and strip_step_prefix(s) != s for s in steps)
+    ):
+        return "mrgsm8k"
+    if _head(path, 64).startswith("[") and isinstance(first, dict) and "source" not in first:
+        return "processbench"
+    return "jsonl"
+
+
+def _split_spec(spec: str) -> tuple[str, str]:
+    """``"prm800k:/x.jsonl"`` -> ``("prm800k", "/x.jsonl")``; a bare path -> ``("", path)``."""
+    kind, sep, rest = spec.partition(":")
+    known = ("processbench", "mrgsm8k", "prm800k", "champ", "jsonl")
+    if sep and kind.lower() in known:
+        return kind.lower(), rest
+    if spec.lower() in known:
+        return spec.lower(), ""
+    return "", spec
+
+
+def _processbench_default(split: str) -> str:
+    """Local ``$DEEPCRITIC_PROCESSBENCH_DIR/<split>.json(l)`` if present, else ``hub:<split>``."""
+    root = os.environ.get(PROCESSBENCH_DIR_ENV)
+    if root:
+        for ext in (".json", ".jsonl"):
+            candidate = Path(root) / f"{split}{ext}"
+            if candidate.is_file():
+                return str(candidate)
+    return f"hub:{split}"
+
+
+def load_solutions(
+    spec: str, *, limit: int | None = None, skip_invalid: bool = False
+) -> tuple[list[Solution], LoadReport]:
+    """Load step-labelled solutions from any supported source (see the module docstring)."""
+    from deepcritic.data import champ, mrgsm8k, prm800k, processbench
+
+    kind, arg = _split_spec(spec.strip())
+    if not kind:
+        if not Path(arg).is_file():
+            raise FileNotFoundError(f"{spec}: not a known source spec and no such file")
+        kind = detect_format(arg)
+    if kind == "processbench":
+        if not arg:
+            raise ValueError(f"{spec}: say a split ({', '.join(processbench.SPLITS)}) or a path")
+        if arg in processbench.SPLITS:
+            arg = _processbench_default(arg)
+        if arg.startswith("hub:"):
+            return processbench.load_hub(arg[4:], limit=limit, skip_invalid=skip_invalid)
+        return processbench.load_file(arg, limit=limit, skip_invalid=skip_invalid)
+    if kind == "champ":
+        return champ.load_champ(arg or None, limit=limit, skip_invalid=skip_invalid)
+    if not arg:
+        raise ValueError(f"{spec}: '{kind}' needs a path, e.g. {kind}:/data/file.jsonl")
+    if kind == "mrgsm8k":
+        return mrgsm8k.load_mrgsm8k(arg, limit=limit, skip_invalid=skip_invalid)
+    if kind == "prm800k":
+        return prm800k.load_prm800k(arg, limit=limit, skip_invalid=skip_invalid)
+    return _canonical(arg, limit, skip_invalid)
+
+
+def load_problems(
+    spec: str, *, limit: int | None = None, skip_invalid: bool = False
+) -> tuple[list[Problem], LoadReport]:
+    """Math problems with gold answers; see :func:`deepcritic.data.problems.load_problems`."""
+    from deepcritic.data import problems
+
+    return problems.load_problems(spec, limit=limit, skip_invalid=skip_invalid)

@@ -1,0 +1,60 @@
+"""MR-GSM8K (Zeng et al. 2023) as processed by DeepCritic (``data/Mr-GSM8K/processed_test.json`` in
+the RUCBM/DeepCritic repository).
+
+That file is a JSON array in the ProcessBench layout::
+
+    {"id": 0, "generator": "", "problem": "...",
+     "steps": ["Step 1:  He drank 2*8=<<2*8=16>>16 ounces", "Step 2: ...", "Step 3: #### 48"],
+     "final_answer_correct": true, "label": -1}
+
+The steps already carry a ``Step i:`` prefix, which is stripped (``prompting.strip_step_prefix``)
+so prompts never number a step twice. Also accepted: JSONL with the same fields, ``question`` in
+place of ``problem``, a missing ``final_answer_correct`` (kept as unknown) and an optional
+``gold_answer``. Integer ids become ``mrgsm8k-<id>`` so they cannot collide with other sources.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deepcritic.data.loaders import Row, collect, fail, iter_json_rows
+from deepcritic.prompting import strip_step_prefix
+from deepcritic.records import LoadReport, Solution
+
+SOURCE = "mrgsm8k"
+
+
+def to_solution(row: Row) -> Solution:
+    """Validate one MR-GSM8K item and strip the ``Step i:`` prefixes of its steps."""
+    data = row.data
+    if not isinstance(data, dict):
+        raise fail(row, None, f"expected a JSON object, got {type(data).__name__}")
+    item = dict(data)
+    if "problem" not in item and "question" in item:
+        item["problem"] = item.pop("question")
+    rid = item.get("id")
+    if isinstance(rid, int) and not isinstance(rid, bool):
+        item["id"] = f"{SOURCE}-{rid}"
+    steps = item.get("steps")
+    if isinstance(steps, list):
+        item["steps"] = [strip_step_prefix(s).strip() if isinstance(s, str) else s for s in steps]
+        empty = [i for i, s in enumerate(item["steps"]) if s == ""]
+        if empty:
+            raise fail(row, f"steps[{empty[0]}]", "is empty after removing its 'Step i:' prefix")
+    item["source"] = SOURCE
+    return Solution.from_dict(item, source=row.source, line=row.line)
+
+
+def load_mrgsm8k(
+    path: str | Path, *, limit: int | None = None, skip_invalid: bool = False
+) -> tuple[list[Solution], LoadReport]:
+    """Load DeepCritic's processed MR-GSM8K file (JSON array or JSONL)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"MR-GSM8K file {path} does not exist")
+    report = LoadReport(str(path))
+    rows = iter_json_rows(path, skip_invalid=skip_invalid, report=report)
+    solutions = collect(
+        rows, to_solution, report, skip_invalid=skip_invalid, limit=limit, desc=SOURCE
+    )
+    return solutions, report

@@ -1,0 +1,463 @@
+r"""Stage 3a: Monte Carlo step annotation (first-error labels without humans).
+
+For each problem with a gold answer:
+
+1. A generator samples ``samples`` solutions (paper: 8, temperature 1.0) from
+   :func:`deepcritic.prompting.solver_messages` (assistant turn prefilled with ``Step 1:``); each
+   is split into steps and its final answer graded with math-verify
+   (:func:`deepcritic.answers.is_correct_solution`).
+2. Problems whose samples are all right or all wrong are dropped (counted), unless
+   ``require_mixed`` is off.
+3. For every kept solution and every step prefix ``1..n-1``, ``rollouts`` continuations (paper: 8,
+   temperature 0.7) are sampled; the fraction that reaches the gold answer is the prefix's MC
+   estimate. All prefixes of one solution go to the backend in one call, so an engine with
+   prefix caching (vLLM) shares the problem and the common steps.
+4. :func:`label_from_estimates` turns the estimates into a first-error label (the rule is in its
+   docstring); ambiguous solutions are dropped and counted by reason.
+
+Output: canonical :class:`~deepcritic.records.Solution` rows (0-based label) with the estimates in
+``meta["mc_estimates"]``, one JSONL file per shard. ``--shard i/N`` picks the problems whose id
+hashes to ``i`` modulo ``N``; a rerun skips problems recorded as done (resumable, no duplicates).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from tqdm.auto import tqdm
+
+from deepcritic import tracking
+from deepcritic.answers import is_correct_solution
+from deepcritic.config import add_dataclass_arguments, config_from_args
+from deepcritic.generation import Backend, BackendConfig, Prompt, SamplingParams, make_backend
+from deepcritic.prompting import number_steps, solver_messages, split_steps
+from deepcritic.records import NO_ERROR, Solution, iter_jsonl, write_jsonl
+
+log = logging.getLogger(__name__)
+
+Recovery = Literal["skip_dip", "ambiguous"]
+
+
+# --------------------------------------------------------------------------- the labelling rule
+
+
+@dataclass(frozen=True)
+class MCLabel:
+    """The outcome of the rule: a 0-based label (-1 = no error), or None when ambiguous."""
+
+    label: int | None
+    reason: str
+
+    @property
+    def ambiguous(self) -> bool:
+        return self.label is None
+
+
+def _state(value: float, fail_at: float, succeed_at: float) -> str:
+    if value <= fail_at:
+        return "fail"
+    return "ok" if value >= succeed_at else "gray"
+
+
+def label_from_estimates(
+    estimates: Sequence[float],
+    final_correct: bool,
+    *,
+    fail_at: float = 0.0,
+    succeed_at: float = 1e-9,
+    start: float = 1.0,
+    recovery: Recovery = "skip_dip",
+) -> MCLabel:
+    """First-error label of an n-step solution from the MC estimates of its prefixes 1..n-1.
+
+    ``estimates[i]`` is the fraction of rollouts after steps ``1..i+1`` that reach the gold answer.
+    The sequence is extended with ``start`` in front (the empty prefix: the stage passes the
+    problem's sample pass rate; 1.0 by default) and the graded full solution (1.0 / 0.0) at the end.
+    A value ``<= fail_at`` *fails*, a value ``>= succeed_at`` *succeeds*, anything between is
+    *gray* (uncertain). Defaults: fail = no rollout succeeded, succeed = at least one did.
+
+    * Correct solution: label -1 (``all_correct``) only if every prefix succeeds; a failing prefix
+      gives ``ambiguous:correct_with_failed_prefix``, a gray one ``ambiguous:correct_with_gray_prefix``.
+    * Wrong solution: the first error is the first step of the final run of failing values (the
+      estimate drops and never recovers; the last value, the wrong answer, always fails).
+      - the value before it succeeds: that step is the label (``clean_error``);
+      - the value before it is gray: ``ambiguous:gray_before_error``;
+      - an earlier failing value recovered later (a dip): with ``recovery="skip_dip"`` the dip is
+        treated as rollout noise and the label stands (``error_after_dip``); with
+        ``recovery="ambiguous"`` the solution is dropped (``ambiguous:recovered_dip``);
+      - every value fails, the empty prefix included (an unsolved problem):
+        ``ambiguous:start_fails``.
+    """
+    if not fail_at < succeed_at:
+        raise ValueError(f"fail_at ({fail_at}) must be below succeed_at ({succeed_at})")
+    if recovery not in ("skip_dip", "ambiguous"):
+        raise ValueError(f"recovery must be skip_dip or ambiguous, got {recovery!r}")
+    for i, e in enumerate(estimates):
+        if not 0.0 <= e <= 1.0:
+            raise ValueError(f"estimates[{i}] = {e} is outside [0, 1]")
+    states = [_state(v, fail_at, succeed_at) for v in (start, *estimates)]
+    if final_correct:
+        bad = states[1:]
+        if "fail" in bad:
+            return MCLabel(None, "ambiguous:correct_with_failed_prefix")
+        if "gray" in bad:
+            return MCLabel(None, "ambiguous:correct_with_gray_prefix")
+        return MCLabel(NO_ERROR, "all_correct")
+    states.append("fail")  # the graded wrong answer after the last step
+    first = len(states) - 1
+    while first > 1 and states[first - 1] == "fail":
+        first -= 1
+    if states[first - 1] == "gray":
+        return MCLabel(None, "ambiguous:gray_before_error")
+    if states[first - 1] == "fail":  # only possible when the start itself fails
+        return MCLabel(None, "ambiguous:start_fails")
+    dipped = "fail" in states[1 : first - 1]
+    if dipped and recovery == "ambiguous":
+        return MCLabel(None, "ambiguous:recovered_dip")
+    return MCLabel(first - 1, "error_after_dip" if dipped else "clean_error")
+
+
+# --------------------------------------------------------------------------- config and result
+
+
+@dataclass
+class MCConfig:
+    """Monte Carlo annotation. Paper values say so; the rest are ours."""
+
+    problems: str = "gsm8k:train"  # a load_problems spec (gsm8k:train|test, math:..., or a JSONL)
+    limit: int | None = None  # first N problems (before sharding)
+    out_dir: str = "out/mc"
+    shard: str = "0/1"  # i/N: this worker takes the problems whose id hashes to i mod N
+    generation: BackendConfig = field(default_factory=BackendConfig)
+    samples: int = 8  # paper: 8 solutions per problem
+    sample_temperature: float = 1.0  # paper: 1.0
+    rollouts: int = 8  # paper: 8 continuations per step prefix
+    rollout_temperature: float = 0.7  # paper: 0.7
+    top_p: float = 1.0
+    max_tokens: int = 1024  # per solution / continuation (ours)
+    max_steps: int = 20  # solutions with more steps are dropped (bounds rollout cost; ours)
+    require_mixed: bool = True  # keep problems with both right and wrong samples (paper)
+    drop_truncated: bool = True  # a solution cut by max_tokens has no real final answer
+    fail_at: float = 0.0  # estimate <= fail_at: the prefix fails (paper: drops to 0)
+    succeed_at: float = 1e-9  # estimate >= succeed_at: the prefix succeeds (any success)
+    recovery: Recovery = "skip_dip"  # a failing prefix that later recovers: skip_dip | ambiguous
+    problems_per_batch: int = 8  # problems whose samples are generated in one call
+    seed: int = 0
+    plot_solutions: int = 6  # solutions drawn in the MLflow estimate plot
+    tracking_uri: str | None = None
+
+    CLI_ALIASES = {"model": "generation.model", "backend": "generation.kind"}
+
+
+@dataclass
+class MCResult:
+    out_path: str
+    done_path: str
+    problems: int = 0  # problems processed in this run (resumed ones excluded)
+    skipped_done: int = 0
+    written: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    label_counts: dict[str, int] = field(default_factory=dict)
+
+
+class ProblemLike(Protocol):
+    id: str
+    problem: str
+    gold_answer: str
+    source: str
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """``"2/8"`` -> (2, 8); raises a ValueError naming the field."""
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+    except ValueError as e:
+        raise ValueError(f"shard must look like i/N (e.g. 0/4), got {spec!r}") from e
+    if not 0 <= i < n:
+        raise ValueError(f"shard {spec!r}: need 0 <= i < N")
+    return i, n
+
+
+def in_shard(item_id: str, index: int, count: int) -> bool:
+    """Stable assignment of an id to a shard (independent of order and of the process)."""
+    digest = hashlib.sha1(item_id.encode("utf-8")).hexdigest()
+    return int(digest[:12], 16) % count == index
+
+
+def shard_paths(out_dir: str | Path, shard: str) -> tuple[Path, Path]:
+    i, n = parse_shard(shard)
+    base = Path(out_dir) / f"mc-{i:03d}-of-{n:03d}"
+    return base.with_suffix(".jsonl"), Path(f"{base}.done.jsonl")
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def load_done(out_path: Path, done_path: Path) -> set[str]:
+    """Problem ids finished by an earlier run. Rows of unfinished problems (a crash between
+    writing solutions and marking the problem done) are removed, so a rerun never duplicates."""
+    done = {str(r["problem_id"]) for _, r in iter_jsonl(done_path)} if done_path.exists() else set()
+    if out_path.exists():
+        rows = [r for _, r in iter_jsonl(out_path)]
+        keep = [r for r in rows if str(r.get("meta", {}).get("problem_id")) in done]
+        if len(keep) != len(rows):
+            log.warning("dropping %d rows of unfinished problems from %s", len(rows) - len(keep), out_path)
+            write_jsonl(out_path, keep)
+    return done
+
+
+# --------------------------------------------------------------------------- generation steps
+
+
+@dataclass
+class Sample:
+    steps: list[str]
+    correct: bool
+
+
+def prefix_prompt(problem: str, steps: Sequence[str], upto: int) -> Prompt:
+    """The solver prompt continued after steps ``1..upto``: the assistant turn ends in the next
+    step's header, so the backend writes step ``upto+1`` onward."""
+    messages = solver_messages(problem, prefill=False)
+    body = number_steps(steps[:upto])
+    messages.append({"role": "assistant", "content": f"{body}\n\nStep {upto + 1}:"})
+    return messages
+
+
+def sample_solutions(
+    backend: Backend, problems: Sequence[ProblemLike], config: MCConfig, counts: Counter[str]
+) -> list[list[Sample]]:
+    """``config.samples`` graded, step-split solutions per problem (bad ones counted, dropped)."""
+    params = SamplingParams(
+        n=config.samples,
+        temperature=config.sample_temperature,
+        top_p=config.top_p,
+        max_tokens=config.max_tokens,
+        seed=config.seed,
+    )
+    outs = backend.generate([solver_messages(p.problem) for p in problems], params, desc="solutions")
+    result: list[list[Sample]] = []
+    for p, group in zip(problems, outs, strict=True):
+        kept: list[Sample] = []
+        for c in group:
+            counts["solutions_sampled"] += 1
+            text = f"Step 1:{c.text}"
+            steps = split_steps(text)
+            if config.drop_truncated and c.finish_reason == "length":
+                counts["dropped:truncated"] += 1
+            elif not steps:
+                counts["dropped:empty"] += 1
+            elif len(steps) > config.max_steps:
+                counts["dropped:too_many_steps"] += 1
+            else:
+                kept.append(Sample(steps, is_correct_solution(text, p.gold_answer)))
+        result.append(kept)
+    return result
+
+
+def estimate_prefixes(
+    backend: Backend, problem: ProblemLike, steps: Sequence[str], config: MCConfig
+) -> list[float]:
+    """MC estimate of prefixes 1..n-1: one backend call for all prefixes of this solution."""
+    if len(steps) < 2:
+        return []
+    prompts = [prefix_prompt(problem.problem, steps, i) for i in range(1, len(steps))]
+    params = SamplingParams(
+        n=config.rollouts,
+        temperature=config.rollout_temperature,
+        top_p=config.top_p,
+        max_tokens=config.max_tokens,
+        seed=config.seed,
+    )
+    outs = backend.generate(prompts, params)
+    estimates: list[float] = []
+    for prompt, group in zip(prompts, outs, strict=True):
+        prefix = prompt[-1]["content"]
+        wins = sum(is_correct_solution(prefix + c.text, problem.gold_answer) for c in group)
+        estimates.append(wins / len(group) if group else 0.0)
+    return estimates
+
+
+def annotate_problem(
+    backend: Backend,
+    problem: ProblemLike,
+    samples: Sequence[Sample],
+    config: MCConfig,
+    counts: Counter[str],
+) -> list[Solution]:
+    """Roll out, label and package the samples of one problem (ambiguous ones counted)."""
+    if config.require_mixed and len({s.correct for s in samples}) < 2:
+        counts["problems_dropped:" + ("all_correct" if samples and samples[0].correct else "all_wrong_or_empty")] += 1
+        return []
+    counts["problems_kept"] += 1
+    start = sum(s.correct for s in samples) / len(samples) if samples else 0.0  # empty prefix
+    out: list[Solution] = []
+    for j, s in enumerate(samples):
+        estimates = estimate_prefixes(backend, problem, s.steps, config)
+        counts["rollouts"] += len(estimates) * config.rollouts
+        decision = label_from_estimates(
+            estimates,
+            s.correct,
+            fail_at=config.fail_at,
+            succeed_at=config.succeed_at,
+            start=start,
+            recovery=config.recovery,
+        )
+        counts[f"rule:{decision.reason}"] += 1
+        if decision.label is None:
+            continue
+        out.append(_solution_row(problem, s, j, estimates, decision, config))
+    return out
+
+
+def _solution_row(
+    problem: ProblemLike,
+    sample: Sample,
+    index: int,
+    estimates: list[float],
+    decision: MCLabel,
+    config: MCConfig,
+) -> Solution:
+    assert decision.label is not None
+    return Solution(
+        id=f"{problem.id}-mc{index}",
+        problem=problem.problem,
+        steps=sample.steps,
+        label=decision.label,
+        final_answer_correct=sample.correct,
+        source=f"mc:{problem.source}" if problem.source else "mc",
+        generator=config.generation.model,
+        gold_answer=problem.gold_answer,
+        meta={
+            "problem_id": problem.id,
+            "mc_estimates": estimates,
+            "mc_rollouts": config.rollouts,
+            "mc_rule": decision.reason,
+        },
+    )
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def select_problems(config: MCConfig) -> list[Any]:
+    """Problems of this shard (in source order)."""
+    from deepcritic.data.loaders import load_problems
+
+    index, count = parse_shard(config.shard)
+    problems = load_problems(config.problems, limit=config.limit)
+    missing = [p.id for p in problems if not getattr(p, "gold_answer", None)]
+    if missing:
+        raise ValueError(f"{config.problems}: {len(missing)} problem(s) have no gold_answer, e.g. {missing[0]}")
+    return [p for p in problems if in_shard(str(p.id), index, count)]
+
+
+def _validate(config: MCConfig) -> None:
+    parse_shard(config.shard)
+    for name in ("samples", "rollouts", "problems_per_batch", "max_steps"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    if not config.fail_at < config.succeed_at:
+        raise ValueError(f"fail_at ({config.fail_at}) must be below succeed_at ({config.succeed_at})")
+
+
+def _process(
+    backend: Backend, todo: Sequence[Any], config: MCConfig, out_path: Path, done_path: Path
+) -> tuple[Counter[str], list[Solution]]:
+    counts: Counter[str] = Counter()
+    written: list[Solution] = []
+    bar = tqdm(total=len(todo), desc="mc problems", unit="problem")
+    for b in range(0, len(todo), config.problems_per_batch):
+        batch = todo[b : b + config.problems_per_batch]
+        sampled = sample_solutions(backend, batch, config, counts)
+        for problem, samples in zip(batch, sampled, strict=True):
+            rows = annotate_problem(backend, problem, samples, config, counts)
+            write_jsonl(out_path, rows, append=True)
+            write_jsonl(done_path, [{"problem_id": str(problem.id), "written": len(rows)}], append=True)
+            written.extend(rows)
+            bar.update(1)
+    bar.close()
+    return counts, written
+
+
+def run(config: MCConfig) -> MCResult:
+    """Annotate this shard's problems; append to the shard file; skip problems already done."""
+    _validate(config)
+    out_path, done_path = shard_paths(config.out_dir, config.shard)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    problems = select_problems(config)
+    done = load_done(out_path, done_path)
+    todo = [p for p in problems if str(p.id) not in done]
+    result = MCResult(str(out_path), str(done_path), len(todo), len(problems) - len(todo))
+    log.info("mc shard %s: %d problems, %d already done", config.shard, len(problems), result.skipped_done)
+    with tracking.stage_run("mc", config, tracking_uri=config.tracking_uri) as tracker:
+        backend = make_backend(config.generation)
+        try:
+            counts, rows = _process(backend, todo, config, out_path, done_path)
+        finally:
+            backend.close()
+        result.written = len(rows)
+        result.counts = dict(sorted(counts.items()))
+        result.label_counts = dict(Counter("-1" if r.label == NO_ERROR else "error" for r in rows))
+        _log_tracking(tracker, result, rows, config)
+    log.info("mc counts: %s", json.dumps(result.counts))
+    return result
+
+
+def _log_tracking(tracker: tracking.Tracker, result: MCResult, rows: list[Solution], config: MCConfig) -> None:
+    if not tracker.enabled:
+        return
+    metrics: dict[str, float] = {k.replace(":", "."): v for k, v in result.counts.items()}
+    metrics.update(problems=result.problems, skipped_done=result.skipped_done, written=result.written)
+    tracker.log_metrics(metrics)
+    tracker.log_table([r.to_dict() for r in rows[:20]], "mc/sample_rows.json")
+    if rows and config.plot_solutions > 0:
+        fig = plot_estimates(rows[: config.plot_solutions])
+        tracker.log_figure(fig, "mc/estimates_per_step.png")
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    if Path(result.out_path).exists():
+        tracker.log_artifact(result.out_path, "mc")
+
+
+def plot_estimates(rows: Sequence[Solution]) -> Any:
+    """MC estimate per step (prefix) for a few solutions; the labelled first error is marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in rows:
+        est = list(r.meta.get("mc_estimates", [])) + [1.0 if r.final_answer_correct else 0.0]
+        xs = list(range(1, len(est) + 1))
+        (line,) = ax.plot(xs, est, marker="o", label=f"{r.id} (label {r.label})")
+        if r.label != NO_ERROR:
+            ax.axvline(r.label + 1, color=line.get_color(), linestyle=":", alpha=0.6)
+    ax.set_xlabel("step (prefix 1..k; the last point is the graded answer)")
+    ax.set_ylabel("MC estimate (fraction of rollouts reaching gold)")
+    ax.set_ylim(-0.05, 1.05)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("mc", help="Monte Carlo step annotation (first-error labels from rollouts)")
+    add_dataclass_arguments(p, MCConfig)
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    result = run(config_from_args(MCConfig, args))
+    print(json.dumps({k: v for k, v in vars(result).items()}, indent=1))
+    return 0

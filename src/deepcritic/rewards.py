@@ -1,0 +1,83 @@
+r"""GRPO rewards for the critic, computed by the one grader.
+
+:func:`first_error_reward` is a TRL-compatible reward function (``GRPOTrainer(reward_funcs=[...])``):
+TRL calls it with ``prompts=``, ``completions=`` and every dataset column as a keyword (here
+``label``, the 0-based first wrong step or -1). A completion earns 1.0 when
+:func:`deepcritic.grader.parse_critique` reads a prediction that :func:`deepcritic.grader.is_match`
+accepts, else 0.0. An optional format term (off by default) adds ``format_penalty`` (a negative
+number, e.g. -0.5) to completions whose judgment cannot be read at all.
+
+Completions come either as plain strings or, for conversational datasets, as a list of message
+dicts (``[{"role": "assistant", "content": "..."}]``); both are handled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from deepcritic.grader import is_match, parse_critique
+
+UNPARSABLE_METRIC = "critic/unparsable_frac"
+ACCURACY_METRIC = "critic/match_frac"
+
+
+def completion_text(completion: Any) -> str:
+    """The assistant text of one TRL completion: a string, or a list of message dicts."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        return str(completion.get("content") or "")
+    if isinstance(completion, Sequence):
+        parts = [
+            str(m.get("content") or "")
+            for m in completion
+            if isinstance(m, dict) and m.get("role", "assistant") == "assistant"
+        ]
+        return "".join(parts)
+    raise TypeError(f"completion must be a string or a list of messages, got {type(completion)!r}")
+
+
+def score_completion(text: str, label: int, *, format_penalty: float = 0.0) -> tuple[float, bool]:
+    """(reward, parsable) of one critique against its 0-based label."""
+    prediction = parse_critique(text).label
+    reward = 1.0 if is_match(prediction, int(label)) else 0.0
+    if prediction is None:
+        reward += format_penalty
+    return reward, prediction is not None
+
+
+def first_error_reward(
+    completions: Sequence[Any],
+    label: Sequence[int],
+    *,
+    format_penalty: float = 0.0,
+    log_metric: Callable[[str, float], None] | None = None,
+    **kwargs: Any,
+) -> list[float]:
+    """1.0 when the predicted first wrong step equals ``label`` (0-based, -1 = none), else 0.0.
+
+    ``format_penalty`` (default 0.0 = off) is added for a completion with no readable judgment.
+    When TRL passes ``log_metric``, the fractions of unparsable and matching completions are logged.
+    """
+    if len(completions) != len(label):
+        raise ValueError(f"got {len(completions)} completions but {len(label)} labels")
+    scored = [
+        score_completion(completion_text(c), lab, format_penalty=format_penalty)
+        for c, lab in zip(completions, label, strict=True)
+    ]
+    if log_metric is not None and scored:
+        n = len(scored)
+        log_metric(UNPARSABLE_METRIC, sum(not ok for _, ok in scored) / n)
+        log_metric(ACCURACY_METRIC, sum(r >= 1.0 for r, _ in scored) / n)
+    return [r for r, _ in scored]
+
+
+def make_first_error_reward(format_penalty: float = 0.0) -> Callable[..., list[float]]:
+    """:func:`first_error_reward` with a fixed format term, named for TRL's metric keys."""
+
+    def first_error(completions: Sequence[Any], label: Sequence[int], **kwargs: Any) -> list[float]:
+        kwargs.pop("format_penalty", None)
+        return first_error_reward(completions, label, format_penalty=format_penalty, **kwargs)
+
+    return first_error

@@ -1,0 +1,187 @@
+"""ProcessBench-exact scoring, majority voting, and the ``deepcritic score`` command.
+
+Per benchmark (the official ProcessBench formula):
+
+* ``acc_error``: % of erroneous items (label != -1) whose prediction equals the label;
+* ``acc_correct``: % of correct items (label == -1) predicted -1;
+* ``f1``: their harmonic mean, 0 when either is 0 (the official script yields NaN for 0/0);
+  an accuracy over an empty group is 0.
+
+Unparsable (None) and missing predictions count as wrong. Averages are arithmetic means over
+benchmarks. All numbers are percentages, unrounded.
+
+Majority vote: unparsable samples are dropped (optionally also samples without an answer marker);
+the label with the most votes wins; a tie goes to the label that appeared first among the samples
+(what ``collections.Counter.most_common`` does in the official voting script).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from deepcritic.grader import Judgment, ParseStatus, is_match, parse_critique
+from deepcritic.records import DataError, Solution, iter_jsonl
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BenchmarkMetrics:
+    n: int
+    n_error: int
+    n_correct: int
+    acc_error: float
+    acc_correct: float
+    f1: float
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def harmonic_f1(acc_error: float, acc_correct: float) -> float:
+    if acc_error <= 0 or acc_correct <= 0:
+        return 0.0
+    return 2 * acc_error * acc_correct / (acc_error + acc_correct)
+
+
+def compute_metrics(labels: Sequence[int], predictions: Sequence[int | None]) -> BenchmarkMetrics:
+    """Score 0-based predictions (None = unparsable/missing) against 0-based labels."""
+    if len(labels) != len(predictions):
+        raise ValueError(f"{len(labels)} labels but {len(predictions)} predictions")
+    err = [is_match(p, y) for y, p in zip(labels, predictions, strict=True) if y != -1]
+    cor = [is_match(p, y) for y, p in zip(labels, predictions, strict=True) if y == -1]
+    acc_error = 100.0 * sum(err) / len(err) if err else 0.0
+    acc_correct = 100.0 * sum(cor) / len(cor) if cor else 0.0
+    return BenchmarkMetrics(
+        n=len(labels),
+        n_error=len(err),
+        n_correct=len(cor),
+        acc_error=acc_error,
+        acc_correct=acc_correct,
+        f1=harmonic_f1(acc_error, acc_correct),
+    )
+
+
+def average(metrics: Mapping[str, BenchmarkMetrics]) -> dict[str, float]:
+    """Arithmetic means over benchmarks of acc_error, acc_correct and f1."""
+    if not metrics:
+        return {"avg_acc_error": 0.0, "avg_acc_correct": 0.0, "avg_f1": 0.0}
+    vals = list(metrics.values())
+    return {
+        "avg_acc_error": sum(m.acc_error for m in vals) / len(vals),
+        "avg_acc_correct": sum(m.acc_correct for m in vals) / len(vals),
+        "avg_f1": sum(m.f1 for m in vals) / len(vals),
+    }
+
+
+def majority_vote(labels: Iterable[int | None]) -> int | None:
+    """Most frequent non-None label; ties go to the label seen first. None if no usable vote."""
+    counts = Counter(label for label in labels if label is not None)
+    if not counts:
+        return None
+    return counts.most_common(1)[0][0]
+
+
+def usable_label(judgment: Judgment, *, require_marker: bool = False) -> int | None:
+    """A judgment's 0-based label for voting (None when it must be dropped)."""
+    if require_marker and judgment.status == ParseStatus.NO_ANSWER_MARKER:
+        return None
+    return judgment.label
+
+
+def vote_outputs(outputs: Sequence[str], *, require_marker: bool = False) -> int | None:
+    """Parse raw critic outputs with the one parser and take the majority vote."""
+    return majority_vote(usable_label(parse_critique(o), require_marker=require_marker) for o in outputs)
+
+
+# --- predictions files -------------------------------------------------------------------
+
+
+def _prediction_value(row: dict[str, Any], source: str, line: int) -> int | None:
+    value = row["prediction"]
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DataError(source, line, "prediction", f"must be an integer or null, got {value!r:.60}")
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        raise DataError(source, line, "prediction", f"must be an integer or null, got {value!r}")
+    return int(value)
+
+
+def _row_prediction(row: Any, source: str, line: int, require_marker: bool) -> int | None:
+    if not isinstance(row, dict):
+        raise DataError(source, line, None, "expected a JSON object")
+    if "prediction" in row:
+        return _prediction_value(row, source, line)
+    if "output" in row:
+        if not isinstance(row["output"], str):
+            raise DataError(source, line, "output", "must be a string")
+        return usable_label(parse_critique(row["output"]), require_marker=require_marker)
+    if "outputs" in row:
+        outs = row["outputs"]
+        if not isinstance(outs, list) or not all(isinstance(o, str) for o in outs):
+            raise DataError(source, line, "outputs", "must be a list of strings")
+        return vote_outputs(outs, require_marker=require_marker)
+    raise DataError(source, line, "prediction", "row needs 'prediction', 'output' or 'outputs'")
+
+
+def read_predictions(path: str | Path, *, require_marker: bool = False) -> dict[str, int | None]:
+    """Read a predictions JSONL into ``{id: 0-based prediction or None}``."""
+    preds: dict[str, int | None] = {}
+    for line, row in iter_jsonl(path):
+        if not isinstance(row, dict) or row.get("id") is None:
+            raise DataError(str(path), line, "id", "is missing")
+        rid = str(row["id"])
+        if rid in preds:
+            raise DataError(str(path), line, "id", f"duplicate id {rid!r}")
+        preds[rid] = _row_prediction(row, str(path), line, require_marker)
+    return preds
+
+
+def score_records(
+    records: Sequence[Solution], predictions: Mapping[str, int | None]
+) -> BenchmarkMetrics:
+    """Score predictions by id; an item with no prediction counts as wrong."""
+    missing = sum(1 for r in records if r.id not in predictions)
+    if missing:
+        log.warning("%d of %d items have no prediction (counted as wrong)", missing, len(records))
+    extra = len(set(predictions) - {r.id for r in records})
+    if extra:
+        log.warning("%d predictions name ids that are not in the benchmark (ignored)", extra)
+    return compute_metrics([r.label for r in records], [predictions.get(r.id) for r in records])
+
+
+def register_cli(subparsers: Any) -> None:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "score",
+        help="score a predictions JSONL against a benchmark file (ProcessBench formula)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--benchmark", required=True, help="benchmark file (any loader format)")
+    p.add_argument("--predictions", required=True, help="JSONL: prediction | output | outputs")
+    p.add_argument(
+        "--require-marker",
+        action="store_true",
+        help="drop critic outputs without an **Answer**: marker (voting and single outputs)",
+    )
+    p.set_defaults(func=_score_main)
+
+
+def _score_main(args: argparse.Namespace) -> int:
+    from deepcritic.data.loaders import load_solutions
+
+    records, _report = load_solutions(args.benchmark)
+    preds = read_predictions(args.predictions, require_marker=args.require_marker)
+    metrics = score_records(records, preds)
+    sys.stdout.write(json.dumps(metrics.to_dict()) + "\n")
+    return 0

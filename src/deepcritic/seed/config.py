@@ -1,0 +1,99 @@
+"""Typed configuration of the seed-critique stage (stage 1 of DeepCritic)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from deepcritic.generation import BackendConfig, SamplingParams
+
+SeedMode = Literal["all", "generate", "finalize"]
+
+
+@dataclass
+class SubstepSampling:
+    """Sampling for one teacher sub-step (initial critique, in-depth critique, merge)."""
+
+    n: int = 1
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_tokens: int = 1024
+
+    def params(self, seed: int | None) -> SamplingParams:
+        return SamplingParams(
+            n=self.n,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_tokens=self.max_tokens,
+            seed=seed,
+        )
+
+
+def _initial() -> SubstepSampling:
+    # paper: 1 sample, temperature 0.7, top_p 0.9, 1024 tokens
+    return SubstepSampling(n=1, temperature=0.7, top_p=0.9, max_tokens=1024)
+
+
+def _indepth() -> SubstepSampling:
+    # paper: 16 samples at temperature 1.0, keep the first whose verdict matches the label;
+    # top_p 0.9 and 1024 tokens are ours (the paper gives no value)
+    return SubstepSampling(n=16, temperature=1.0, top_p=0.9, max_tokens=1024)
+
+
+def _merge() -> SubstepSampling:
+    # paper: 1 sample, temperature 0.7, 2048 tokens; top_p 0.9 as for the initial critique
+    return SubstepSampling(n=1, temperature=0.7, top_p=0.9, max_tokens=2048)
+
+
+@dataclass
+class SeedConfig:
+    """Stage 1: deliberate seed critiques from a teacher LLM, filtered and formatted for SFT.
+
+    ``mode``: ``generate`` critiques this shard's solutions; ``finalize`` merges every shard's
+    output, balances and writes ``sft.jsonl``; ``all`` does both (finalizing once every shard is
+    done, so with N pods the last one to finish writes the SFT data).
+    """
+
+    CLI_ALIASES: ClassVar[dict[str, str]] = {
+        "backend": "generation.kind",
+        "model": "generation.model",
+    }
+
+    data: str = ""  # canonical JSONL of step-labelled solutions (PRM800K phase 2 in production)
+    out_dir: str = "outputs/seed"
+    generation: BackendConfig = field(default_factory=BackendConfig)
+    initial: SubstepSampling = field(default_factory=_initial)
+    indepth: SubstepSampling = field(default_factory=_indepth)
+    merge: SubstepSampling = field(default_factory=_merge)
+    # cap on all-correct solutions whose initial critiques were already all right (issue default)
+    balance_cap: int = 250
+    max_solutions: int | None = None  # use only the first N input solutions (None = all)
+    shard: str = "0/1"  # "i/N": this worker handles shard i of N (by a stable hash of the id)
+    mode: SeedMode = "all"
+    chunk_size: int = 16  # solutions batched together; a kill loses at most this one chunk
+    require_merge_match: bool = True  # drop a solution whose merged verdict contradicts its label
+    skip_invalid: bool = False  # count and skip malformed input rows instead of failing
+    sample_size: int = 20  # kept critiques logged as an artifact
+    seed: int = 0
+    tracking_uri: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        if self.balance_cap < 0:
+            raise ValueError(f"balance_cap must be >= 0, got {self.balance_cap}")
+        if self.max_solutions is not None and self.max_solutions < 0:
+            raise ValueError(f"max_solutions must be >= 0, got {self.max_solutions}")
+        parse_shard(self.shard)
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """``"2/8"`` -> ``(2, 8)``; raises ValueError naming the ``shard`` field otherwise."""
+    try:
+        index_text, total_text = str(spec).split("/")
+        index, total = int(index_text), int(total_text)
+    except ValueError:
+        raise ValueError(f"shard: expected 'i/N' (e.g. 0/4), got {spec!r}") from None
+    if total < 1 or not 0 <= index < total:
+        raise ValueError(f"shard: need 0 <= i < N, got {spec!r}")
+    return index, total

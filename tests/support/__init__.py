@@ -1,0 +1,1 @@
+"""Test-only helpers (a fake OpenAI-compatible server)."""

@@ -1,0 +1,104 @@
+"""ProcessBench formula, voting, predictions files and the `deepcritic score` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from deepcritic.records import DataError, Solution
+from deepcritic.scoring import (
+    compute_metrics,
+    harmonic_f1,
+    majority_vote,
+    read_predictions,
+    score_records,
+    vote_outputs,
+)
+
+
+def test_metrics_by_hand() -> None:
+    labels = [2, 0, -1, -1, 1]
+    preds = [2, 1, -1, None, 1]
+    m = compute_metrics(labels, preds)
+    assert (m.n, m.n_error, m.n_correct) == (5, 3, 2)
+    assert m.acc_error == pytest.approx(200 / 3)
+    assert m.acc_correct == pytest.approx(50.0)
+    assert m.f1 == pytest.approx(2 * (200 / 3) * 50 / (200 / 3 + 50))
+
+
+def test_f1_zero_when_either_is_zero() -> None:
+    assert compute_metrics([-1, 2], [-1, None]).f1 == 0.0
+    assert harmonic_f1(0.0, 100.0) == 0.0
+
+
+@given(st.lists(st.tuples(st.integers(-1, 5), st.one_of(st.none(), st.integers(-1, 5))), min_size=1))
+def test_metrics_bounds(pairs: list[tuple[int, int | None]]) -> None:
+    m = compute_metrics([y for y, _ in pairs], [p for _, p in pairs])
+    assert 0 <= m.acc_error <= 100 and 0 <= m.acc_correct <= 100
+    assert min(m.acc_error, m.acc_correct) <= m.f1 + 1e-9 <= max(m.acc_error, m.acc_correct) + 2e-9
+
+
+def test_majority_vote_ties_go_to_first_seen() -> None:
+    assert majority_vote([3, -1, -1, 3]) == 3
+    assert majority_vote([-1, 3, 3, -1]) == -1
+    assert majority_vote([None, None, 2]) == 2
+    assert majority_vote([None]) is None
+    assert majority_vote([1, 2, 2]) == 2
+
+
+def test_vote_outputs_drops_unparsable_and_optionally_unmarked() -> None:
+    outs = ["**Answer**: \\boxed{2}", "no box", "\\boxed{3}", "\\boxed{3}"]
+    assert vote_outputs(outs) == 2  # labels 1, 2, 2 -> 2 (0-based of step 3)
+    assert vote_outputs(outs, require_marker=True) == 1
+
+
+def _write(path: Path, rows: list[object]) -> Path:
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_read_predictions_all_three_shapes(tmp_path: Path) -> None:
+    p = _write(
+        tmp_path / "p.jsonl",
+        [
+            {"id": "a", "prediction": 2},
+            {"id": "b", "prediction": None},
+            {"id": "c", "output": "**Answer**: \\boxed{1}"},
+            {"id": "d", "outputs": ["**Answer**: \\boxed{-1}", "x", "**Answer**: \\boxed{-1}"]},
+        ],
+    )
+    assert read_predictions(p) == {"a": 2, "b": None, "c": 0, "d": -1}
+
+
+@pytest.mark.parametrize(
+    ("row", "field"),
+    [
+        ({"prediction": 1}, "id"),
+        ({"id": "a", "prediction": "2"}, "prediction"),
+        ({"id": "a", "prediction": 1.5}, "prediction"),
+        ({"id": "a", "output": 3}, "output"),
+        ({"id": "a", "outputs": "x"}, "outputs"),
+        ({"id": "a"}, "prediction"),
+    ],
+)
+def test_bad_prediction_rows_name_line_and_field(tmp_path: Path, row: dict, field: str) -> None:
+    p = _write(tmp_path / "p.jsonl", [{"id": "ok", "prediction": 0}, row])
+    with pytest.raises(DataError) as e:
+        read_predictions(p)
+    assert e.value.line == 2 and e.value.field == field and "p.jsonl:2" in str(e.value)
+
+
+def test_duplicate_id_is_an_error(tmp_path: Path) -> None:
+    p = _write(tmp_path / "p.jsonl", [{"id": "a", "prediction": 0}, {"id": "a", "prediction": 1}])
+    with pytest.raises(DataError, match="duplicate"):
+        read_predictions(p)
+
+
+def test_missing_ids_count_as_wrong() -> None:
+    recs = [Solution(id=str(i), problem="p", steps=["a", "b"], label=lab) for i, lab in enumerate([1, -1])]
+    m = score_records(recs, {"0": 1})
+    assert m.acc_error == 100.0 and m.acc_correct == 0.0 and m.f1 == 0.0
