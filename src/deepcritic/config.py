@@ -168,9 +168,11 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     for dotted, tp in _walk_fields(cls):
         flags = [f"--{dotted.replace('_', '-')}"] + [f"--{a}" for a in reverse.get(dotted, [])]
         parser.add_argument(
-            *flags, dest=f"cfg:{dotted}", default=_MISSING, metavar=_metavar(tp), help=argparse.SUPPRESS
-            if dotted.count(".") > 1
-            else None,
+            *flags,
+            dest=f"cfg:{dotted}",
+            default=_MISSING,
+            metavar=_metavar(tp),
+            help=argparse.SUPPRESS if dotted.count(".") > 1 else None,
         )
 
 

@@ -21,7 +21,13 @@ from deepcritic.generation import Backend, BackendConfig, SamplingParams, make_b
 from deepcritic.grader import is_match, parse_critique
 from deepcritic.prompting import critique_messages
 from deepcritic.records import Solution, iter_jsonl, write_jsonl
-from deepcritic.scoring import BenchmarkMetrics, average, compute_metrics, majority_vote, usable_label
+from deepcritic.scoring import (
+    BenchmarkMetrics,
+    average,
+    compute_metrics,
+    majority_vote,
+    usable_label,
+)
 from deepcritic.tracking import Tracker, stage_run
 
 log = logging.getLogger(__name__)
@@ -29,7 +35,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EvalConfig:
-    benchmarks: list[str] = field(default_factory=lambda: ["processbench:gsm8k", "processbench:math"])
+    benchmarks: list[str] = field(
+        default_factory=lambda: ["processbench:gsm8k", "processbench:math"]
+    )
     generation: BackendConfig = field(default_factory=BackendConfig)
     samples: int = 1  # k critiques per item; k > 1 = majority vote (paper: Maj@8)
     temperature: float = 0.6  # paper: single-sample evaluation at T=0.6
@@ -50,7 +58,11 @@ class EvalConfig:
     def sampling(self) -> SamplingParams:
         temp = self.temperature if self.samples == 1 else self.vote_temperature
         return SamplingParams(
-            n=self.samples, temperature=temp, top_p=self.top_p, max_tokens=self.max_tokens, seed=self.seed
+            n=self.samples,
+            temperature=temp,
+            top_p=self.top_p,
+            max_tokens=self.max_tokens,
+            seed=self.seed,
         )
 
 
@@ -74,7 +86,9 @@ class EvalResult:
 
 
 def _settings_key(config: EvalConfig) -> str:
-    s = json.dumps([to_dict(config.generation)["model"], to_dict(config.sampling())], sort_keys=True)
+    s = json.dumps(
+        [to_dict(config.generation)["model"], to_dict(config.sampling())], sort_keys=True
+    )
     return hashlib.sha256(s.encode()).hexdigest()[:16]
 
 
@@ -86,7 +100,9 @@ def _load_cached(path: Path, records: list[Solution], key: str) -> list[dict[str
     if not path.is_file():
         return None
     rows = [r for _, r in iter_jsonl(path)]
-    if [r.get("id") for r in rows] != [r.id for r in records] or any(r.get("settings") != key for r in rows):
+    if [r.get("id") for r in rows] != [r.id for r in records] or any(
+        r.get("settings") != key for r in rows
+    ):
         return None
     log.info("%s: reusing %d finished predictions", path.name, len(rows))
     return rows
@@ -101,7 +117,9 @@ def predict_rows(
     rows = []
     for rec, outs in zip(records, outputs, strict=True):
         judgments = [parse_critique(c.text) for c in outs]
-        pred = majority_vote(usable_label(j, require_marker=config.require_marker) for j in judgments)
+        pred = majority_vote(
+            usable_label(j, require_marker=config.require_marker) for j in judgments
+        )
         rows.append(
             {
                 "id": rec.id,
@@ -163,7 +181,9 @@ def _evaluate_one(
         rows = predict_rows(backend_box[0], records, config, desc=f"critique {name}")
         write_jsonl(path, ({**r, "settings": key} for r in rows))
     metrics = compute_metrics([r["label"] for r in rows], [r["prediction"] for r in rows])
-    log.info("%s: %d items (%d skipped at load), F1 %.2f", name, len(rows), report.skipped, metrics.f1)
+    log.info(
+        "%s: %d items (%d skipped at load), F1 %.2f", name, len(rows), report.skipped, metrics.f1
+    )
     return name, metrics
 
 

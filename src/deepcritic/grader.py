@@ -136,10 +136,8 @@ def parse_step_verdicts(text: str) -> tuple[StepVerdict, ...]:
 
 
 def _section_verdict(section: str) -> bool | None:
-    jm = None
-    for jm in _JUDGEMENT.finditer(section):
-        pass
-    boxes = find_boxes(section[jm.end() :] if jm else section)
+    judgements = list(_JUDGEMENT.finditer(section))
+    boxes = find_boxes(section[judgements[-1].end() :] if judgements else section)
     if not boxes:
         return None
     value = read_box_int(boxes[0].content)
@@ -191,9 +189,7 @@ def render_answer(step: int) -> str:
 def render_step_critique(step: int, critique: str, correct: bool) -> str:
     """One per-step section in the critic's output format."""
     verdict = 1 if correct else -1
-    return (
-        f"**Critique of Step {step}**\n{critique.strip()}\n\n**Judgement**: \\boxed{{{verdict}}}"
-    )
+    return f"**Critique of Step {step}**\n{critique.strip()}\n\n**Judgement**: \\boxed{{{verdict}}}"
 
 
 def render_critique(sections: list[tuple[str, bool]]) -> str:

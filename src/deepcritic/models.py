@@ -162,7 +162,7 @@ def load_causal_lm(
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code
     )
-    model.to(dev).eval()
+    model.to(dev).eval()  # type: ignore[arg-type]
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return model, tok

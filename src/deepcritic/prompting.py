@@ -13,7 +13,9 @@ from importlib import resources
 
 from deepcritic.generation.base import Prompt
 
-_STEP_PREFIX = re.compile(r"^\s*(?:\*\*)?\s*Step\s*\d+\s*(?:\*\*)?\s*[:.)]\s*(?:\*\*)?\s*", re.IGNORECASE)
+_STEP_PREFIX = re.compile(
+    r"^\s*(?:\*\*)?\s*Step\s*\d+\s*(?:\*\*)?\s*[:.)]\s*(?:\*\*)?\s*", re.IGNORECASE
+)
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 _STEP_SPLIT = re.compile(r"(?:^|\n)\s*(?:\*\*)?\s*Step\s*\d+\s*(?:\*\*)?\s*[:.)]", re.IGNORECASE)
 SOLVER_PREFILL = "Step 1:"
@@ -61,7 +63,10 @@ def solver_messages(problem: str, *, prefill: bool = True) -> Prompt:
     """Ask a generator for a solution in numbered steps; the assistant turn starts with ``Step 1:``."""
     messages: Prompt = [
         {"role": "system", "content": load_prompt("solver_system.md").strip()},
-        {"role": "user", "content": render_template(load_prompt("solver_user.md"), problem=problem)},
+        {
+            "role": "user",
+            "content": render_template(load_prompt("solver_user.md"), problem=problem),
+        },
     ]
     if prefill:
         messages.append({"role": "assistant", "content": SOLVER_PREFILL})

@@ -103,7 +103,9 @@ class Solution:
 def _tname(typ: type | tuple[type, ...]) -> str:
     if isinstance(typ, tuple):
         return " or ".join(t.__name__ for t in typ)
-    return {"str": "a string", "int": "an integer", "list": "a list"}.get(typ.__name__, typ.__name__)
+    return {"str": "a string", "int": "an integer", "list": "a list"}.get(
+        typ.__name__, typ.__name__
+    )
 
 
 @dataclass

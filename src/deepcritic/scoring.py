@@ -100,7 +100,9 @@ def usable_label(judgment: Judgment, *, require_marker: bool = False) -> int | N
 
 def vote_outputs(outputs: Sequence[str], *, require_marker: bool = False) -> int | None:
     """Parse raw critic outputs with the one parser and take the majority vote."""
-    return majority_vote(usable_label(parse_critique(o), require_marker=require_marker) for o in outputs)
+    return majority_vote(
+        usable_label(parse_critique(o), require_marker=require_marker) for o in outputs
+    )
 
 
 # --- predictions files -------------------------------------------------------------------
@@ -111,7 +113,9 @@ def _prediction_value(row: dict[str, Any], source: str, line: int) -> int | None
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise DataError(source, line, "prediction", f"must be an integer or null, got {value!r:.60}")
+        raise DataError(
+            source, line, "prediction", f"must be an integer or null, got {value!r:.60}"
+        )
     if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
         raise DataError(source, line, "prediction", f"must be an integer or null, got {value!r}")
     return int(value)

@@ -87,7 +87,10 @@ def test_read_box_int(content: str, value: int | None) -> None:
 
 
 def test_balanced_braces_and_not_integer() -> None:
-    assert [b.content for b in find_boxes("\\boxed{\\text{3}} \\boxed{a{b}c}")] == ["\\text{3}", "a{b}c"]
+    assert [b.content for b in find_boxes("\\boxed{\\text{3}} \\boxed{a{b}c}")] == [
+        "\\text{3}",
+        "a{b}c",
+    ]
     j = parse_critique("**Answer**: \\boxed{\\frac{1}{2}}")
     assert j.step is None and j.status is ParseStatus.NOT_INTEGER and j.raw_box == "\\frac{1}{2}"
 
@@ -119,14 +122,20 @@ def test_render_then_parse_roundtrip(step: int) -> None:
 @given(st.lists(st.tuples(st.text(max_size=40), st.booleans()), min_size=1, max_size=8))
 def test_rendered_critique_parses_to_first_wrong_step(sections: list[tuple[str, bool]]) -> None:
     # Critique text is free-form; keep it free of markup that would change its meaning.
-    clean = [(t.replace("\\", "").replace("*", "").replace("Answer", "") or "ok", ok) for t, ok in sections]
+    clean = [
+        (t.replace("\\", "").replace("*", "").replace("Answer", "") or "ok", ok)
+        for t, ok in sections
+    ]
     j = parse_critique(render_critique(clean))
     expected = next((i for i, (_, ok) in enumerate(clean) if not ok), -1)
     assert j.status is ParseStatus.OK and j.label == expected
     assert [v.correct for v in j.verdicts] == [ok for _, ok in clean]
 
 
-@given(st.integers(min_value=-1, max_value=50).filter(lambda x: x != 0), st.sampled_from(["$", " ", ""]))
+@given(
+    st.integers(min_value=-1, max_value=50).filter(lambda x: x != 0),
+    st.sampled_from(["$", " ", ""]),
+)
 def test_wrappers_roundtrip(step: int, pad: str) -> None:
     text = f"**Answer**: \\boxed{{{pad}\\text{{Step {step}}}{pad}}}"
     assert parse_critique(text).step == step

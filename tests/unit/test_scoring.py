@@ -35,7 +35,9 @@ def test_f1_zero_when_either_is_zero() -> None:
     assert harmonic_f1(0.0, 100.0) == 0.0
 
 
-@given(st.lists(st.tuples(st.integers(-1, 5), st.one_of(st.none(), st.integers(-1, 5))), min_size=1))
+@given(
+    st.lists(st.tuples(st.integers(-1, 5), st.one_of(st.none(), st.integers(-1, 5))), min_size=1)
+)
 def test_metrics_bounds(pairs: list[tuple[int, int | None]]) -> None:
     m = compute_metrics([y for y, _ in pairs], [p for _, p in pairs])
     assert 0 <= m.acc_error <= 100 and 0 <= m.acc_correct <= 100
@@ -99,6 +101,9 @@ def test_duplicate_id_is_an_error(tmp_path: Path) -> None:
 
 
 def test_missing_ids_count_as_wrong() -> None:
-    recs = [Solution(id=str(i), problem="p", steps=["a", "b"], label=lab) for i, lab in enumerate([1, -1])]
+    recs = [
+        Solution(id=str(i), problem="p", steps=["a", "b"], label=lab)
+        for i, lab in enumerate([1, -1])
+    ]
     m = score_records(recs, {"0": 1})
     assert m.acc_error == 100.0 and m.acc_correct == 0.0 and m.f1 == 0.0
