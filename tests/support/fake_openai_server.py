@@ -8,12 +8,13 @@
   ``length``); usage counts words (prompt: words in all messages);
 * ``n`` choices (or ``max_choices`` at most, to imitate servers that ignore ``n``);
 * guided choice: ``structured_outputs.choice`` and/or ``guided_choice``, as configured in
-  ``choice_fields``; the pick is the choice named after ``PICK=`` in the last message, else the
-  first; a field not in ``choice_fields`` is ignored (vLLM) or, with ``reject_unknown``, a 400
+  ``choice_fields``; the pick is the choice named after the last ``PICK=`` in the messages, else
+  the first; a field not in ``choice_fields`` is ignored (vLLM) or, with ``reject_unknown``, a 400
   (hosted APIs);
 * failures: the first ``fail_first`` requests get ``fail_status`` (503, 429, 400 ...);
   ``delay_s`` sleeps before answering (only the first ``delay_first`` requests when set), and
   ``delay_by(body)`` adds a per-request delay;
+* ``engine(body) -> response`` replaces the scripted text with a real model (e.g. the HF backend);
 * every request is recorded (headers + body) and the peak number in flight is kept.
 """
 
@@ -66,6 +67,9 @@ class ServerScript:
     delay_s: float = 0.0
     delay_first: int | None = None
     delay_by: Callable[[dict[str, Any]], float] | None = None  # per-request delay from the body
+    engine: Callable[[dict[str, Any]], dict[str, Any]] | None = (
+        None  # a real model: body -> response
+    )
 
 
 @dataclass
@@ -78,6 +82,7 @@ class FakeOpenAIServer:
     _server: uvicorn.Server | None = None
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _epoch: int = 0  # bumped by reset(): a request still running from before is not counted
 
     @property
     def base_url(self) -> str:
@@ -88,6 +93,7 @@ class FakeOpenAIServer:
             self.script = ServerScript()
             self.requests.clear()
             self.in_flight = self.max_in_flight = 0
+            self._epoch += 1
 
     # ------------------------------------------------------------------ the app
 
@@ -100,6 +106,7 @@ class FakeOpenAIServer:
             with self._lock:
                 number = len(self.requests)
                 self.requests.append(RecordedRequest(dict(request.headers), body))
+                epoch = self._epoch
                 self.in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
             try:
@@ -111,7 +118,8 @@ class FakeOpenAIServer:
                 return self._answer(body, number, script)
             finally:
                 with self._lock:
-                    self.in_flight -= 1
+                    if epoch == self._epoch:
+                        self.in_flight -= 1
 
         return app
 
@@ -126,6 +134,8 @@ class FakeOpenAIServer:
             return JSONResponse({"error": {"message": msg}}, status_code=400)
         if not body.get("messages"):
             return JSONResponse({"error": {"message": "messages is required"}}, status_code=400)
+        if script.engine is not None:
+            return JSONResponse(script.engine(body))
         return JSONResponse(_completion(body, script))
 
     # ------------------------------------------------------------------ lifecycle
@@ -196,11 +206,11 @@ def _completion(body: dict[str, Any], script: ServerScript) -> dict[str, Any]:
     stops = [stops] if isinstance(stops, str) else list(stops)
     max_tokens = int(body.get("max_tokens") or 16)
     options = _picked_choice(body, script)
-    last = body["messages"][-1]["content"]
+    everything = " ".join(m["content"] for m in body["messages"])
     choices, completion_tokens = [], 0
     for i in range(n):
         if options is not None:
-            pick = last.split("PICK=", 1)[1].split()[0] if "PICK=" in last else options[0]
+            pick = everything.split("PICK=")[-1].split()[0] if "PICK=" in everything else ""
             text, reason = (pick if pick in options else options[0]), "stop"
         else:
             text, reason = _cut(script.responder(body, i), stops, max_tokens)

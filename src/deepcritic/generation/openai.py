@@ -50,6 +50,7 @@ from deepcritic.generation.base import (
     SamplingParams,
     continues_assistant,
 )
+from deepcritic.prompting import load_prompt, render_template
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,6 @@ _UNSUPPORTED_STATUS = (400, 422)  # how servers reject an extra field they do no
 _STOP_REASONS = frozenset({"stop", "eos", "end_turn", "stop_sequence", "tool_calls"})
 _LENGTH_REASONS = frozenset({"length", "max_tokens"})
 # The choose() fallback for servers without guided decoding (one line, filled per prompt).
-CHOICE_INSTRUCTION = "Answer with exactly one of the following options and nothing else: {options}."
-CHOICE_CONTINUE = "Your previous message ends with: {tail}\nContinue it. "
 
 
 class EndpointError(RuntimeError):
@@ -189,12 +188,18 @@ def choice_fallback_prompt(prompt: Prompt, choices: Sequence[str]) -> Prompt:
     A trailing assistant prefill cannot be continued by every server, so it is kept as a finished
     turn and a user message asks to continue it; otherwise the instruction joins the last user turn.
     """
-    instruction = CHOICE_INSTRUCTION.format(options=", ".join(choices))
+    instruction = render_template(
+        load_prompt("choose_fallback.md").strip(), options=", ".join(choices)
+    )
     messages = [dict(m) for m in prompt]
     if continues_assistant(prompt):
         tail = prompt[-1]["content"][-200:]
         messages.append(
-            {"role": "user", "content": CHOICE_CONTINUE.format(tail=tail) + instruction}
+            {
+                "role": "user",
+                "content": render_template(load_prompt("choose_continue.md"), tail=tail)
+                + instruction,
+            }
         )
     elif messages and messages[-1]["role"] == "user":
         messages[-1]["content"] = f"{messages[-1]['content'].rstrip()}\n\n{instruction}"
@@ -240,7 +245,7 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 # ------------------------------------------------------------------ the backend
 
-_Job = tuple[int, int, int | None]  # (prompt index, n for this request, seed for this request)
+_Job = tuple[int, int, int]  # (prompt index, index of its first sample, n for this request)
 
 
 class OpenAIBackend:
@@ -357,8 +362,8 @@ class OpenAIBackend:
 
     def _first_jobs(self, count: int, params: SamplingParams) -> list[_Job]:
         if params.n == 1 or self.server_honours_n:
-            return [(i, params.n, params.seed) for i in range(count)]
-        return [(i, 1, _seed_for(params.seed, k)) for i in range(count) for k in range(params.n)]
+            return [(i, 0, params.n) for i in range(count)]
+        return [(i, k, 1) for i in range(count) for k in range(params.n)]
 
     def generate(
         self, prompts: Sequence[Prompt], params: SamplingParams, *, desc: str | None = None
@@ -366,36 +371,39 @@ class OpenAIBackend:
         """``params.n`` completions per prompt, in prompt order; ``desc`` labels a progress bar."""
         items = check_prompts(prompts)
         start = time.perf_counter()
-        groups: list[list[Completion]] = [[] for _ in items]
+        slots: list[list[Completion | None]] = [[None] * params.n for _ in items]
+        filled = [0] * len(items)
 
         def on_done(job: _Job, comps: list[Completion]) -> list[_Job]:
-            i, asked, _ = job
+            i, k, asked = job
             if len(comps) > asked:
                 log.warning(
                     "%s returned %d choices for n=%d; kept %d", self.url, len(comps), asked, asked
                 )
-            groups[i].extend(comps[:asked])
-            have = len(groups[i])
-            if have >= params.n:
+            kept = comps[:asked]
+            slots[i][k : k + len(kept)] = kept
+            filled[i] += len(kept)
+            if filled[i] == params.n:
                 bar.update(1)
+            if len(kept) == asked:
                 return []
             if self.server_honours_n:
                 log.warning(
                     "%s returned %d of n=%d choices: sending separate requests",
                     self.url,
-                    len(comps),
+                    len(kept),
                     asked,
                 )
                 self.server_honours_n = False
-            return [
-                (i, 1, _seed_for(params.seed, k)) for k in range(have, have + asked - len(comps))
-            ]
+            return [(i, j, 1) for j in range(k + len(kept), k + asked)]
 
         def call(job: _Job) -> list[Completion]:
-            return self._request(items[job[0]], params, job[1], job[2])
+            i, k, n = job
+            return self._request(items[i], params, n, _seed_for(params.seed, k))
 
         with tqdm(total=len(items), desc=desc, unit="prompt", disable=desc is None) as bar:
             self._run_jobs(self._first_jobs(len(items), params), call, on_done)
+        groups = [[c for c in group if c is not None] for group in slots]
         self.stats.add(groups, time.perf_counter() - start)
         return groups
 

@@ -1,0 +1,179 @@
+"""The vLLM adapter's request/response mapping, checked without vLLM (stand-ins shaped like
+vLLM's RequestOutput / CompletionOutput / LLM)."""
+
+from __future__ import annotations
+
+import builtins
+import sys
+from dataclasses import dataclass, field
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import pytest
+
+from deepcritic.generation import BackendConfig, SamplingParams, make_backend
+from deepcritic.generation.vllm import (
+    VLLMBackend,
+    completions_from_vllm_output,
+    engine_kwargs,
+    guided_choice_kwargs,
+    prefill_groups,
+    to_vllm_sampling_kwargs,
+)
+
+
+@dataclass
+class FakeCompletionOutput:  # vllm.outputs.CompletionOutput
+    index: int
+    text: str
+    token_ids: list[int]
+    finish_reason: str | None = "stop"
+
+
+@dataclass
+class FakeRequestOutput:  # vllm.outputs.RequestOutput
+    prompt_token_ids: list[int]
+    outputs: list[FakeCompletionOutput] = field(default_factory=list)
+
+
+def test_sampling_kwargs() -> None:
+    params = SamplingParams(n=4, temperature=0.6, top_p=0.9, max_tokens=77, seed=3, stop=("\n\n",))
+    assert to_vllm_sampling_kwargs(params) == {
+        "n": 4,
+        "temperature": 0.6,
+        "top_p": 0.9,
+        "max_tokens": 77,
+        "seed": 3,
+        "stop": ["\n\n"],
+    }
+    greedy = to_vllm_sampling_kwargs(SamplingParams())
+    assert greedy == {"n": 1, "temperature": 0.0, "top_p": 1.0, "max_tokens": 512}
+
+
+def test_engine_kwargs_follow_the_config(tmp_path: Any) -> None:
+    config = BackendConfig(
+        kind="vllm",
+        model=str(tmp_path),
+        tensor_parallel_size=2,
+        gpu_memory_utilization=0.7,
+        enable_prefix_caching=False,
+        max_model_len=4096,
+        dtype="bfloat16",
+    )
+    assert engine_kwargs(config) == {
+        "model": str(tmp_path),
+        "tensor_parallel_size": 2,
+        "gpu_memory_utilization": 0.7,
+        "enable_prefix_caching": False,
+        "trust_remote_code": False,
+        "max_model_len": 4096,
+        "dtype": "bfloat16",
+    }
+    defaults = engine_kwargs(BackendConfig(kind="vllm", model=str(tmp_path)))
+    assert "max_model_len" not in defaults and "dtype" not in defaults
+    assert defaults["enable_prefix_caching"] is True
+
+
+def test_outputs_map_to_completions_in_sample_order() -> None:
+    out = FakeRequestOutput(
+        prompt_token_ids=[1, 2, 3, 4, 5],
+        outputs=[
+            FakeCompletionOutput(1, "second", [7, 8, 9], "length"),
+            FakeCompletionOutput(0, "first", [6], "stop"),
+            FakeCompletionOutput(2, "third", [], "abort"),
+        ],
+    )
+    comps = completions_from_vllm_output(out)
+    assert [c.text for c in comps] == ["first", "second", "third"]
+    assert [c.finish_reason for c in comps] == ["stop", "length", "error"]
+    assert [c.completion_tokens for c in comps] == [1, 3, 0]
+    assert all(c.prompt_tokens == 5 for c in comps)
+
+
+def test_guided_choice_for_both_vllm_apis() -> None:
+    new = SimpleNamespace(StructuredOutputsParams=lambda choice: ("so", tuple(choice)))
+    old = SimpleNamespace(GuidedDecodingParams=lambda choice: ("gd", tuple(choice)))
+    assert guided_choice_kwargs(["1", "-1"], new) == {"structured_outputs": ("so", ("1", "-1"))}
+    assert guided_choice_kwargs(("1", "-1"), old) == {"guided_decoding": ("gd", ("1", "-1"))}
+    both = SimpleNamespace(**vars(new), **vars(old))  # vLLM 0.11 has both: use the new one
+    assert "structured_outputs" in guided_choice_kwargs(["a"], both)
+    with pytest.raises(
+        RuntimeError, match="neither StructuredOutputsParams nor GuidedDecodingParams"
+    ):
+        guided_choice_kwargs(["a"], SimpleNamespace())
+
+
+def test_prefill_groups() -> None:
+    user = [{"role": "user", "content": "q"}]
+    pre = [*user, {"role": "assistant", "content": "Step 1:"}]
+    assert prefill_groups([pre, user, pre, user]) == [(False, [1, 3]), (True, [0, 2])]
+    assert prefill_groups([user]) == [(False, [0])]
+    assert prefill_groups([]) == []
+
+
+def test_missing_vllm_gives_an_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_import = builtins.__import__
+
+    def no_vllm(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "vllm" or name.startswith("vllm."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_vllm)
+    with pytest.raises(ImportError, match=r"pip install 'deepcritic\[vllm\]'"):
+        make_backend(BackendConfig(kind="vllm", model="whatever"))
+
+
+class FakeLLM:
+    """Records ``chat`` calls; answers each prompt with its last message reversed."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+        self.calls: list[dict[str, Any]] = []
+
+    def chat(self, messages: list[Any], sampling_params: Any, **kwargs: Any) -> list[Any]:
+        self.calls.append({"messages": messages, "sampling": sampling_params, **kwargs})
+        so = sampling_params.get("structured_outputs")
+        outs = []
+        for prompt in messages:
+            last = prompt[-1]["content"]
+            text = so["choice"][-1] if so else last[::-1]
+            samples = [
+                FakeCompletionOutput(k, text, [0] * len(text)) for k in range(sampling_params["n"])
+            ]
+            outs.append(FakeRequestOutput([0] * len(last), samples))
+        return outs
+
+
+@pytest.fixture()
+def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """A stand-in ``vllm`` module: the adapter's calls into vLLM, checked without a GPU."""
+    module = ModuleType("vllm")
+    sampling = ModuleType("vllm.sampling_params")
+    sampling.StructuredOutputsParams = lambda choice: {"choice": choice}  # type: ignore[attr-defined]
+    module.sampling_params = sampling  # type: ignore[attr-defined]
+    module.SamplingParams = lambda **kw: kw  # type: ignore[attr-defined]
+    module.LLM = FakeLLM  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    monkeypatch.setitem(sys.modules, "vllm.sampling_params", sampling)
+    return module
+
+
+def test_backend_groups_prefills_and_keeps_order(fake_vllm: ModuleType, tmp_path: Any) -> None:
+    backend = VLLMBackend(BackendConfig(kind="vllm", model=str(tmp_path)))
+    llm = backend._llm
+    assert llm.kwargs["model"] == str(tmp_path)
+    user = [{"role": "user", "content": "abc"}]
+    pre = [*user, {"role": "assistant", "content": "xyz"}]
+    outs = backend.generate([pre, user], SamplingParams(n=2, seed=1), desc="gen")
+    assert [[c.text for c in g] for g in outs] == [["zyx", "zyx"], ["cba", "cba"]]
+    flags = [(c["add_generation_prompt"], c["continue_final_message"]) for c in llm.calls]
+    assert flags == [(True, False), (False, True)]
+    assert llm.calls[0]["sampling"]["seed"] == 1 and llm.calls[0]["use_tqdm"] is True
+    assert backend.stats.prompts == 2 and backend.stats.completion_tokens == 12
+    assert backend.choose([pre, user], ["1", "-1"]) == [1, 1]
+    assert llm.calls[-1]["sampling"]["structured_outputs"] == {"choice": ["1", "-1"]}
+    assert llm.calls[-1]["sampling"]["temperature"] == 0.0
+    backend.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        backend.generate([user], SamplingParams())
