@@ -24,6 +24,7 @@ import importlib.util
 import json
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,9 @@ def _annotation(row: Row, ann: Any) -> tuple[str, int | None, int | None, str]:
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
             raise fail(row, name, f"must be an integer or null, got {value!r:.60}")
     if (start is None) != (end is None):
-        raise fail(row, "end_idx" if end is None else "start_idx", "must be null together with the other")
+        raise fail(
+            row, "end_idx" if end is None else "start_idx", "must be null together with the other"
+        )
     if start is not None and end is not None and end < start:
         raise fail(row, "end_idx", f"{end} is before start_idx {start}")
     return text, start, end, author
@@ -95,7 +98,9 @@ def to_solution(row: Row) -> Solution:
     if start is not None:
         step = span_to_step(spans, start)
         if step is None:
-            raise fail(row, "start_idx", f"{start} is not inside any step of the {len(text)}-char text")
+            raise fail(
+                row, "start_idx", f"{start} is not inside any step of the {len(text)}-char text"
+            )
         label = step
     return Solution(
         id=f"{SOURCE}-{pid}-{key}",
@@ -106,17 +111,29 @@ def to_solution(row: Row) -> Solution:
         source=SOURCE,
         generator=author,
         gold_answer=problem.get("_answer"),
-        meta={"annotation": key, "span": [start, end]},
+        meta={"problem_id": pid, "annotation": key, "span": [start, end]},
     )
 
 
-def _annotation_rows(path: Path) -> Iterator[Row]:
+@lru_cache(maxsize=2)
+def _read_problems(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
+    """``problems`` of the file, keeping only the fields used here (v0.json is 72 MB, mostly model
+    conversations; cached per path and modification time so repeated loads parse it once)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise DataError(str(path), e.lineno, None, f"invalid JSON ({e.msg})") from e
-    top = Row(data, str(path), None)
-    problems = require(top, data, "problems", dict)
+        raise DataError(path, e.lineno, None, f"invalid JSON ({e.msg})") from e
+    problems = require(Row(data, path, None), data, "problems", dict)
+    keep = ("_text", "_answer", "fws_annotations")
+    return {
+        pid: {k: v for k, v in p.items() if k in keep} if isinstance(p, dict) else p
+        for pid, p in problems.items()
+    }
+
+
+def _annotation_rows(path: Path) -> Iterator[Row]:
+    stat = path.stat()
+    problems = _read_problems(str(path), stat.st_mtime_ns, stat.st_size)
     for pid, problem in problems.items():
         prow = Row(problem, f"{path} problems[{pid}]", None)
         require(prow, problem, "_text", str)
@@ -138,6 +155,11 @@ def load_champ(
         raise FileNotFoundError(f"CHAMP file {path} does not exist")
     report = LoadReport(str(path))
     solutions = collect(
-        _annotation_rows(path), to_solution, report, skip_invalid=skip_invalid, limit=limit, desc=SOURCE
+        _annotation_rows(path),
+        to_solution,
+        report,
+        skip_invalid=skip_invalid,
+        limit=limit,
+        desc=SOURCE,
     )
     return solutions, report

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 PROCESSBENCH_DIR_ENV = "DEEPCRITIC_PROCESSBENCH_DIR"
+_CHAMP_HEAD = re.compile(r'\{\s*"problems"\s*:\s*\{')
 
 
 class SkipRow(Exception):
@@ -145,19 +147,20 @@ def _head(path: Path, size: int = 4096) -> str:
 
 
 def _first_row(path: Path) -> Any:
-    """The first JSON value of a file: an array's first item, a JSONL file's first line, or a
-    whole JSON object file (e.g. CHAMP's ``v0.json``)."""
-    head = _head(path)
-    if not head.startswith("["):
+    """The first JSON value of a file: an array's first item, a JSON object file's whole object
+    (e.g. CHAMP's ``v0.json``), else the first JSONL line that parses."""
+    if not _head(path, 64).startswith("["):
         with open(path, encoding="utf-8") as f:
             first = next((line for line in f if line.strip()), "")
         try:
             return json.loads(first) if first else None
         except json.JSONDecodeError:
-            pass  # a JSON document spread over several lines
+            pass  # a JSON document spread over several lines, or a broken first JSONL line
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
+        for _, obj in iter_jsonl(path, skip_invalid=True):
+            return obj
         raise DataError(str(path), e.lineno, None, f"invalid JSON ({e.msg})") from e
     return data[0] if isinstance(data, list) and data else data
 
@@ -173,6 +176,8 @@ def detect_format(path: str | Path) -> str:
     from deepcritic.prompting import strip_step_prefix
 
     path = Path(path)
+    if _CHAMP_HEAD.match(_head(path, 64)):
+        return "champ"  # without parsing CHAMP's 72 MB file
     first = _first_row(path)
     if isinstance(first, dict) and isinstance(first.get("problems"), dict):
         return "champ"
@@ -193,7 +198,7 @@ def detect_format(path: str | Path) -> str:
 def _split_spec(spec: str) -> tuple[str, str]:
     """``"prm800k:/x.jsonl"`` -> ``("prm800k", "/x.jsonl")``; a bare path -> ``("", path)``."""
     kind, sep, rest = spec.partition(":")
-    known = ("processbench", "mrgsm8k", "prm800k", "champ", "jsonl")
+    known = ("processbench-slice", "processbench", "mrgsm8k", "prm800k", "champ", "jsonl")
     if sep and kind.lower() in known:
         return kind.lower(), rest
     if spec.lower() in known:
@@ -223,6 +228,10 @@ def load_solutions(
         if not Path(arg).is_file():
             raise FileNotFoundError(f"{spec}: not a known source spec and no such file")
         kind = detect_format(arg)
+    if kind == "processbench-slice":
+        return processbench.load_file(
+            processbench.bundled_slice(arg), limit=limit, skip_invalid=skip_invalid
+        )
     if kind == "processbench":
         if not arg:
             raise ValueError(f"{spec}: say a split ({', '.join(processbench.SPLITS)}) or a path")

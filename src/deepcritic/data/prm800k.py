@@ -54,7 +54,9 @@ def _completion(row: Row, name: str, completion: Any) -> tuple[str, int]:
 def _human_text(row: Row, name: str, human: Any) -> str:
     text = human.get("text") if isinstance(human, dict) else human
     if not isinstance(text, str) or not text.strip():
-        raise fail(row, f"{name}.human_completion", f"must hold a non-empty text, got {human!r:.60}")
+        raise fail(
+            row, f"{name}.human_completion", f"must hold a non-empty text, got {human!r:.60}"
+        )
     return text
 
 
@@ -72,7 +74,9 @@ def step_choice(row: Row, i: int, step: Any) -> tuple[str, int, bool]:
             raise fail(row, f"{name}.chosen_completion", f"must be an integer, got {chosen!r}")
         if not 0 <= chosen < len(completions):
             raise fail(
-                row, f"{name}.chosen_completion", f"{chosen} is outside the {len(completions)} completions"
+                row,
+                f"{name}.chosen_completion",
+                f"{chosen} is outside the {len(completions)} completions",
             )
         text, rating = _completion(row, f"{name}.completions[{chosen}]", completions[chosen])
         return text, rating, False
@@ -83,7 +87,9 @@ def step_choice(row: Row, i: int, step: Any) -> tuple[str, int, bool]:
         if rating == -1:
             return text, -1, False
     raise fail(
-        row, f"{name}.chosen_completion", "is null, with no human_completion and no completion rated -1"
+        row,
+        f"{name}.chosen_completion",
+        "is null, with no human_completion and no completion rated -1",
     )
 
 
@@ -109,7 +115,9 @@ def _full_solution(
     pre = question.get("pre_generated_steps")
     if not (isinstance(pre, list) and all(isinstance(s, str) for s in pre)):
         return texts, None
-    if len(pre) < len(texts) or any(a.strip() != b.strip() for a, b in zip(texts, pre)):
+    if len(pre) < len(texts) or any(
+        a.strip() != b.strip() for a, b in zip(texts, pre, strict=False)
+    ):
         return texts, None
     answer = question.get("pre_generated_answer")
     if gold is None or not isinstance(answer, str):

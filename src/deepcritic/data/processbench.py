@@ -18,6 +18,17 @@ HUB_DATASET = "Qwen/ProcessBench"
 SPLITS = ("gsm8k", "math", "olympiadbench", "omnimath")
 
 
+def bundled_slice(split: str) -> Path:
+    """The 24-item slice of ``split`` (gsm8k or math) shipped in the package (see NOTICE.md)."""
+    from importlib import resources
+
+    name = f"processbench_{split or 'gsm8k'}_slice.json"
+    path = Path(str(resources.files("deepcritic.data").joinpath("bundled", name)))
+    if not path.is_file():
+        raise FileNotFoundError(f"no bundled ProcessBench slice for {split!r} (gsm8k or math)")
+    return path
+
+
 def to_solution(row: Row, split: str) -> Solution:
     """Validate one ProcessBench item (``final_answer_correct`` is required here)."""
     data = row.data
@@ -41,7 +52,7 @@ def load_file(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ProcessBench file {path} does not exist")
-    name = split or path.stem
+    name = split or path.stem.removeprefix("processbench_").removesuffix("_slice")
     report = LoadReport(str(path))
     rows = iter_json_rows(path, skip_invalid=skip_invalid, report=report)
     solutions = collect(
