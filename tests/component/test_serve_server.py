@@ -1,0 +1,243 @@
+"""The real critique server (kserve.ModelServer, tiny model) in a subprocess on 127.0.0.1.
+
+Good and bad requests, both protocols, readiness/liveness/metrics, and a bounded load test
+(64 concurrent clients, 128 requests): 0 errors, the process survives, requests were batched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+PRESET = Path(__file__).resolve().parents[2] / "src/deepcritic/configs/serve.tiny.yaml"
+MODEL = "deepcritic"
+PROBLEM = "Tom has 3 apples and buys 2 more. How many apples does he have?"
+STEPS = ["Tom starts with 3 apples.", "He buys 2 more, so 3 + 2 = 6.", "The answer is 6."]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], base: str, log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{base}/v1/models/{MODEL}", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    pytest.fail(f"server not ready after {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_path: str) -> Iterator[dict]:
+    port = _free_port()
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    cmd = [sys.executable, "-m", "deepcritic.cli", "serve", "--config", str(PRESET),
+           "--port", str(port), "--model-uri", tiny_model_path]  # fmt: skip
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "off", "OMP_NUM_THREADS": "1"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(proc, base, log)
+        yield {"base": base, "port": port, "proc": proc, "log": log}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            pytest.fail("server did not stop within 30 s of SIGTERM")
+
+
+def _predict(base: str, body: object, **kw: object) -> httpx.Response:
+    return httpx.post(f"{base}/v1/models/{MODEL}:predict", json=body, timeout=60, **kw)  # type: ignore[arg-type]
+
+
+def test_listens_on_loopback_only(server: dict) -> None:
+    port_hex = f"{server['port']:04X}"
+    listening = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A" and local.endswith(":" + port_hex):
+                listening.append(local.split(":")[0])
+    assert listening == ["0100007F"], listening  # 127.0.0.1 only, not 0.0.0.0 / ::
+
+
+def test_liveness_readiness_metrics(server: dict) -> None:
+    base = server["base"]
+    assert httpx.get(f"{base}/").json()["status"] == "alive"
+    assert httpx.get(f"{base}/v1/models/{MODEL}").json() == {"name": MODEL, "ready": True}
+    assert httpx.get(f"{base}/v1/models/nope").status_code == 404
+    _predict(base, {"problem": PROBLEM, "steps": STEPS, "max_tokens": 4}).raise_for_status()
+    metrics = httpx.get(f"{base}/metrics").text
+    for name in ("request_predict_seconds_count", "deepcritic_requests_total",
+                 "deepcritic_batch_size_bucket", "deepcritic_completion_tokens_total",
+                 "deepcritic_request_seconds_bucket", "deepcritic_prompt_tokens_total"):  # fmt: skip
+        assert name in metrics, name
+
+
+def test_critique_response(server: dict) -> None:
+    r = _predict(server["base"], {"problem": PROBLEM, "steps": STEPS, "max_tokens": 8, "id": "q1"})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["id"] == "q1"
+    assert out["first_error_step"] is None or -1 <= out["first_error_step"] < len(STEPS)
+    assert isinstance(out["critique"], str) and isinstance(out["verdicts"], list)
+    assert out["model"]["name"] == MODEL and out["model"]["version"].startswith("local:")
+    assert out["usage"]["completion_tokens"] == 8  # the random model never stops early
+    assert out["usage"]["prompt_tokens"] > 100
+    assert "votes" not in out
+
+
+def test_votes_and_instances(server: dict) -> None:
+    one = {"problem": PROBLEM, "steps": STEPS, "max_tokens": 4, "samples": 3}
+    r = _predict(server["base"], {"instances": [one, {"problem": "1+1?", "steps": ["2"]}]})
+    assert r.status_code == 200, r.text
+    first, second = r.json()["predictions"]
+    assert len(first["votes"]["labels"]) == 3
+    assert first["votes"]["unparsed"] + sum(first["votes"]["counts"].values()) == 3
+    assert first["usage"]["completion_tokens"] == 12
+    assert "votes" not in second
+
+
+def test_v2_open_inference_protocol(server: dict) -> None:
+    body = {
+        "id": "r2",
+        "inputs": [
+            {"name": "problem", "shape": [2], "datatype": "BYTES", "data": [PROBLEM, "1+1?"]},
+            {
+                "name": "steps",
+                "shape": [2],
+                "datatype": "BYTES",
+                "data": [json.dumps(STEPS), json.dumps(["2"])],
+            },  # fmt: skip
+        ],
+        "parameters": {"max_tokens": 4},
+    }
+    r = httpx.post(f"{server['base']}/v2/models/{MODEL}/infer", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["id"] == "r2"
+    by_name = {o["name"]: o for o in out["outputs"]}
+    results = [json.loads(x) for x in by_name["result"]["data"]]
+    assert [x["usage"]["completion_tokens"] for x in results] == [4, 4]
+    assert by_name["critique"]["data"] == [x["critique"] for x in results]
+    bad = dict(body, inputs=body["inputs"][:1])
+    r = httpx.post(f"{server['base']}/v2/models/{MODEL}/infer", json=bad, timeout=60)
+    assert r.status_code == 400 and "inputs.steps" in r.json()["error"]
+
+
+GOOD = {"problem": PROBLEM, "steps": STEPS, "max_tokens": 4}
+BAD_BODIES = [
+    ({"steps": STEPS}, "'problem': is missing"),
+    ({**GOOD, "problem": "   "}, "'problem': is empty"),
+    ({**GOOD, "problem": 7}, "'problem': must be a string"),
+    ({**GOOD, "steps": "one step"}, "'steps': must be a list"),
+    ({**GOOD, "steps": []}, "'steps': is empty"),
+    ({**GOOD, "steps": ["ok", None]}, "'steps[1]': must be a string"),
+    ({**GOOD, "steps": ["ok", ""]}, "'steps[1]': is empty"),
+    ({**GOOD, "steps": ["s"] * 17}, "'steps': has 17 steps, limit 16"),
+    ({**GOOD, "problem": "7" * 3900}, "'problem': the critique prompt is too long"),
+    ({**GOOD, "steps": ["8" * 1900] * 2}, "'steps': the critique prompt is too long"),
+    ({**GOOD, "samples": 0}, "'samples': 0 is outside"),
+    ({**GOOD, "samples": 5}, "'samples': 5 is outside"),
+    ({**GOOD, "samples": "2"}, "'samples': must be an integer"),
+    ({**GOOD, "max_tokens": 1000}, "'max_tokens': 1000 is outside"),
+    ({**GOOD, "temperature": "hot"}, "'temperature': must be a number"),
+    ({**GOOD, "steps_": []}, "'steps_': is not a known field"),
+    ({"instances": [GOOD] * 9}, "'instances': has 9 items"),
+    ({"instances": [GOOD, {"problem": "x"}]}, "'instances[1].steps': is missing"),
+    ([GOOD], "'body': must be a JSON object"),
+]
+
+
+@pytest.mark.parametrize("body,message", BAD_BODIES, ids=[m for _, m in BAD_BODIES])
+def test_bad_requests_get_400_naming_the_field(server: dict, body: object, message: str) -> None:
+    r = _predict(server["base"], body)
+    assert r.status_code == 400, r.text
+    assert message in r.json()["error"]
+
+
+def test_non_json_and_oversized_bodies(server: dict) -> None:
+    url = f"{server['base']}/v1/models/{MODEL}:predict"
+    headers = {"content-type": "application/json"}
+    r = httpx.post(url, content=b'{"problem": "x", "steps": [', headers=headers)
+    assert r.status_code == 400 and "'body'" in r.json()["error"]
+    r = httpx.post(url, content=b"problem=x", headers={"content-type": "text/plain"})
+    assert r.status_code == 400 and "'body'" in r.json()["error"]
+    big = json.dumps({**GOOD, "problem": "x" * 70_000}).encode()
+    r = httpx.post(url, content=big, headers=headers)
+    assert r.status_code == 413 and "65536" in r.json()["error"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit is counted while streaming
+        for i in range(0, len(big), 8192):
+            yield big[i : i + 8192]
+
+    r = httpx.post(url, content=chunks(), headers=headers)
+    assert r.status_code == 413
+    assert httpx.get(f"{server['base']}/v1/models/{MODEL}").json()["ready"] is True
+
+
+async def _load(base: str, clients: int, total: int) -> list[int]:
+    codes: list[int] = []
+    todo = iter(range(total))
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as http:
+
+        async def client() -> None:
+            for i in todo:
+                body = {"problem": f"{PROBLEM} ({i})", "steps": STEPS, "max_tokens": 4}
+                try:
+                    r = await http.post(f"/v1/models/{MODEL}:predict", json=body)
+                    codes.append(r.status_code)
+                except httpx.HTTPError:
+                    codes.append(-1)
+
+        await asyncio.gather(*(client() for _ in range(clients)))
+    return codes
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_load_64_clients_no_errors_and_batched(server: dict) -> None:
+    base = server["base"]
+    before = httpx.get(f"{base}/metrics").text
+    codes = asyncio.run(_load(base, clients=64, total=128))
+    after = httpx.get(f"{base}/metrics").text
+    assert len(codes) == 128
+    assert codes.count(200) == 128, {c: codes.count(c) for c in set(codes)}
+    assert server["proc"].poll() is None  # no crash
+    batches = _metric(after, "deepcritic_batch_size_count") - _metric(
+        before, "deepcritic_batch_size_count"
+    )
+    prompts = _metric(after, "deepcritic_batch_size_sum") - _metric(
+        before, "deepcritic_batch_size_sum"
+    )
+    assert prompts == 128
+    # one-by-one serving would make 128 calls; batched, the mean batch holds >= 2 prompts even on
+    # two busy CPU cores (the event loop competes with the generate thread for the GIL)
+    assert batches <= 128 / 2, f"{batches} generate calls for 128 requests: not batched"

@@ -1,0 +1,126 @@
+"""Dynamic batching: concurrent callers share generate calls; results go back to their callers."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from deepcritic.generation import Completion, GenerationStats, Prompt, SamplingParams
+from deepcritic.serve.batching import DynamicBatcher, ServerBusy
+from deepcritic.serve.config import BatchingConfig
+
+
+class RecordingBackend:
+    """A Backend that echoes each prompt's text and records every generate call."""
+
+    name = "recording"
+
+    def __init__(self, delay: float = 0.02, fail_on: str | None = None):
+        self.stats = GenerationStats()
+        self.calls: list[tuple[int, SamplingParams]] = []
+        self.threads: set[str] = set()
+        self.delay, self.fail_on = delay, fail_on
+
+    def generate(
+        self, prompts: Sequence[Prompt], params: SamplingParams, *, desc: str | None = None
+    ) -> list[list[Completion]]:
+        self.threads.add(threading.current_thread().name)
+        self.calls.append((len(prompts), params))
+        time.sleep(self.delay)
+        texts = [p[-1]["content"] for p in prompts]
+        if self.fail_on in texts:
+            raise RuntimeError("backend exploded")
+        return [
+            [Completion(f"{t}#{i}", completion_tokens=1) for i in range(params.n)] for t in texts
+        ]
+
+    def choose(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[int]:
+        return [0 for _ in prompts]
+
+    def close(self) -> None:
+        pass
+
+
+def _prompt(i: int | str) -> Prompt:
+    return [{"role": "user", "content": str(i)}]
+
+
+async def _many(batcher: DynamicBatcher, n: int, params: SamplingParams) -> list[str]:
+    outs = await asyncio.gather(*(batcher.generate([_prompt(i)], params) for i in range(n)))
+    await batcher.aclose()
+    return [o[0][0].text for o in outs]
+
+
+def test_concurrent_requests_share_generate_calls() -> None:
+    backend = RecordingBackend()
+    batcher = DynamicBatcher(backend, BatchingConfig(max_batch_size=8, max_wait_ms=20))
+    texts = asyncio.run(_many(batcher, 20, SamplingParams(max_tokens=4)))
+    assert texts == [f"{i}#0" for i in range(20)]  # every caller got its own answer
+    sizes = [n for n, _ in backend.calls]
+    assert sum(sizes) == 20 and max(sizes) == 8 and len(sizes) <= 4
+    assert backend.threads == {"deepcritic-generate_0"}  # never on the event loop thread
+
+
+def test_disabled_means_one_call_per_request() -> None:
+    backend = RecordingBackend(delay=0.001)
+    batcher = DynamicBatcher(backend, BatchingConfig(enabled=False))
+    texts = asyncio.run(_many(batcher, 6, SamplingParams(n=2)))
+    assert texts == [f"{i}#0" for i in range(6)]
+    assert [n for n, _ in backend.calls] == [1] * 6
+
+
+def test_different_sampling_params_get_separate_calls() -> None:
+    backend = RecordingBackend()
+    batcher = DynamicBatcher(backend, BatchingConfig(max_batch_size=16, max_wait_ms=20))
+
+    async def go() -> list[list[list[Completion]]]:
+        a, b = SamplingParams(max_tokens=4), SamplingParams(n=3, temperature=1.0)
+        jobs = [batcher.generate([_prompt(i)], a if i % 2 else b) for i in range(6)]
+        outs = await asyncio.gather(*jobs)
+        await batcher.aclose()
+        return outs
+
+    outs = asyncio.run(go())
+    assert [len(o[0]) for o in outs] == [3, 1, 3, 1, 3, 1]
+    assert sorted((n, p.n) for n, p in backend.calls) == [(3, 1), (3, 3)]
+
+
+def test_a_failing_batch_fails_its_callers_and_the_worker_survives() -> None:
+    backend = RecordingBackend(fail_on="boom")
+    batcher = DynamicBatcher(backend, BatchingConfig(max_batch_size=4, max_wait_ms=5))
+
+    async def go() -> str:
+        with pytest.raises(RuntimeError, match="exploded"):
+            await batcher.generate([_prompt("boom")], SamplingParams())
+        out = await batcher.generate([_prompt("after")], SamplingParams())
+        await batcher.aclose()
+        return out[0][0].text
+
+    assert asyncio.run(go()) == "after#0"
+
+
+def test_full_queue_is_refused_not_queued() -> None:
+    backend = RecordingBackend(delay=0.05)
+    batcher = DynamicBatcher(backend, BatchingConfig(max_batch_size=2, max_queue=3))
+
+    async def go() -> list[object]:
+        jobs = [batcher.generate([_prompt(i)], SamplingParams()) for i in range(5)]
+        outs = await asyncio.gather(*jobs, return_exceptions=True)
+        assert batcher.waiting == 0
+        await batcher.aclose()
+        return outs
+
+    outs = asyncio.run(go())
+    assert sum(isinstance(o, ServerBusy) for o in outs) == 2
+    assert sum(isinstance(o, list) for o in outs) == 3
+
+
+def test_config_rejects_nonsense() -> None:
+    with pytest.raises(ValueError, match="max_batch_size"):
+        BatchingConfig(max_batch_size=0)
+    with pytest.raises(ValueError, match="max_wait_ms"):
+        BatchingConfig(max_wait_ms=-1)
