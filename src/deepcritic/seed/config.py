@@ -51,7 +51,8 @@ class SeedConfig:
 
     ``mode``: ``generate`` critiques this shard's solutions; ``finalize`` merges every shard's
     output, balances and writes ``sft.jsonl``; ``all`` does both (finalizing once every shard is
-    done, so with N pods the last one to finish writes the SFT data).
+    done, so with N pods the last one to finish writes the SFT data). ``finalize`` reads N from
+    ``shard`` (any ``i/N`` with the same N).
     """
 
     CLI_ALIASES: ClassVar[dict[str, str]] = {

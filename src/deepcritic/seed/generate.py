@@ -1,0 +1,221 @@
+"""Critique one chunk of solutions with the teacher: initial -> in-depth -> merge -> format.
+
+Each sub-step is one batched ``backend.generate`` call over the whole chunk (plus one batched
+``choose`` for forced verdicts). The result is one record per solution, kept or dropped with a
+reason; counts per sub-step go into the record so totals can be summed over shards and resumes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from deepcritic import grader
+from deepcritic.generation import Backend, Prompt, SamplingParams
+from deepcritic.prompting import critique_messages
+from deepcritic.records import Solution
+from deepcritic.seed.config import SeedConfig
+from deepcritic.seed.teacher import (
+    Verdict,
+    count_verdicts,
+    expected_verdict,
+    finish_verdicts,
+    indepth_prompt,
+    initial_prompt,
+    merge_prompt,
+    steps_to_critique,
+)
+
+SUBSTEPS = ("initial", "indepth", "merge")
+BASE_COUNTS = ("requests", "samples", "parsed", "forced", "matched")
+_VERDICT_LINE = re.compile(r"(?:\*\*)?\s*Judg(?:e)?ment\s*(?:\*\*)?\s*:?\s*(?:\*\*)?\s*$", re.I)
+
+
+@dataclass
+class StepWork:
+    """One critiqued step of one solution as it moves through the sub-steps."""
+
+    solution: Solution
+    index: int  # 0-based step index
+    initial: Verdict | None = None
+    indepth: Verdict | None = None
+    indepth_sample: int | None = None  # which of the n in-depth samples matched
+    merged: Verdict | None = None
+
+    @property
+    def expected(self) -> int:
+        return expected_verdict(self.solution, self.index)
+
+
+Counts = dict[str, dict[str, Counter[str]]]
+
+
+def critique_chunk(
+    backend: Backend, solutions: Sequence[Solution], config: SeedConfig, chunk_seed: int
+) -> list[dict[str, Any]]:
+    """Run all sub-steps for ``solutions``; return one output record per solution, in order."""
+    counts: Counts = {
+        s.id: {k: Counter(dict.fromkeys(BASE_COUNTS, 0)) for k in SUBSTEPS} for s in solutions
+    }
+    work = [StepWork(s, j) for s in solutions for j in range(steps_to_critique(s))]
+    _run_initial(backend, work, config, chunk_seed, counts)
+    _run_indepth(backend, work, config, chunk_seed + 1, counts)
+    failed = {w.solution.id for w in work if w.indepth is None}
+    merge_work = [w for w in work if w.solution.id not in failed]
+    _run_merge(backend, merge_work, config, chunk_seed + 2, counts)
+    return [
+        build_record(s, [w for w in work if w.solution.id == s.id], counts[s.id], config)
+        for s in solutions
+    ]
+
+
+def _text(v: Verdict | None) -> str:
+    if v is None:
+        raise RuntimeError("a sub-step ran before the one it depends on")
+    return v.text
+
+
+def _sample_all(
+    backend: Backend, prompts: list[Prompt], params: SamplingParams, desc: str
+) -> list[list[Verdict]]:
+    """Generate for every prompt and finish every sample's verdict (one batched choose)."""
+    if not prompts:
+        return []
+    outs = backend.generate(prompts, params, desc=desc)
+    if len(outs) != len(prompts):
+        raise RuntimeError(f"backend returned {len(outs)} groups for {len(prompts)} prompts")
+    flat = [(i, c) for i, group in enumerate(outs) for c in group]
+    verdicts = finish_verdicts(backend, [prompts[i] for i, _ in flat], [c for _, c in flat])
+    grouped: list[list[Verdict]] = [[] for _ in prompts]
+    for (i, _), v in zip(flat, verdicts, strict=True):
+        grouped[i].append(v)
+    return grouped
+
+
+def _run_initial(
+    backend: Backend, work: list[StepWork], config: SeedConfig, seed: int, counts: Counts
+) -> None:
+    prompts = [initial_prompt(w.solution, w.index) for w in work]
+    groups = _sample_all(backend, prompts, config.initial.params(seed), "seed: initial critiques")
+    for w, group in zip(work, groups, strict=True):
+        c = counts[w.solution.id]["initial"]
+        c["requests"] += 1
+        count_verdicts(group[:1], c)
+        w.initial = group[0] if group else None
+        c["matched"] += bool(w.initial and grader.is_match(w.initial.value, w.expected))
+
+
+def _run_indepth(
+    backend: Backend, work: list[StepWork], config: SeedConfig, seed: int, counts: Counts
+) -> None:
+    prompts = [indepth_prompt(w.solution, w.index, _text(w.initial)) for w in work]
+    groups = _sample_all(backend, prompts, config.indepth.params(seed), "seed: in-depth critiques")
+    for w, group in zip(work, groups, strict=True):
+        c = counts[w.solution.id]["indepth"]
+        c["requests"] += 1
+        count_verdicts(group, c)
+        hits = [k for k, v in enumerate(group) if grader.is_match(v.value, w.expected)]
+        c["matched_samples"] += len(hits)
+        if hits:  # paper: keep the first sample whose verdict matches the label
+            w.indepth, w.indepth_sample = group[hits[0]], hits[0]
+            c["matched"] += 1
+
+
+def _run_merge(
+    backend: Backend, work: list[StepWork], config: SeedConfig, seed: int, counts: Counts
+) -> None:
+    prompts = [merge_prompt(w.solution, w.index, _text(w.initial), _text(w.indepth)) for w in work]
+    groups = _sample_all(backend, prompts, config.merge.params(seed), "seed: merged critiques")
+    for w, group in zip(work, groups, strict=True):
+        c = counts[w.solution.id]["merge"]
+        c["requests"] += 1
+        count_verdicts(group[:1], c)
+        w.merged = group[0] if group else None
+        c["matched"] += bool(w.merged and grader.is_match(w.merged.value, w.expected))
+
+
+def critique_body(text: str) -> str:
+    """A merged critique without its trailing verdict (the SFT text re-renders it in one format)."""
+    boxes = grader.find_boxes(text)
+    if not boxes:
+        return text.strip()
+    box = boxes[-1]
+    line_start = text.rfind("\n", 0, box.start) + 1
+    verdict_words = _VERDICT_LINE.search(text[line_start : box.start])
+    cut = line_start + verdict_words.start() if verdict_words else box.start
+    return text[:cut].strip()
+
+
+def format_messages(solution: Solution, bodies: Sequence[str]) -> list[dict[str, str]]:
+    """SFT chat: system + critique prompt + the merged critiques of steps 1..k and the answer."""
+    sections = [(body, expected_verdict(solution, j) == 1) for j, body in enumerate(bodies)]
+    assistant = grader.render_critique(sections)
+    return [
+        *critique_messages(solution.problem, solution.steps),
+        {"role": "assistant", "content": assistant},
+    ]
+
+
+def roundtrip_ok(solution: Solution, assistant: str) -> bool:
+    """The final text must parse back (one grader) to the label and to every step verdict."""
+    judgment = grader.parse_critique(assistant)
+    wanted = [expected_verdict(solution, j) == 1 for j in range(steps_to_critique(solution))]
+    got = [v.correct for v in judgment.verdicts]
+    return grader.is_match(judgment.label, solution.label) and got == wanted
+
+
+def _drop_reason(solution: Solution, work: Sequence[StepWork], config: SeedConfig) -> str | None:
+    if not all(w.indepth for w in work):
+        return "indepth_mismatch"
+    if any(w.merged is None for w in work):
+        return "merge_missing"
+    if config.require_merge_match and not all(
+        w.merged and grader.is_match(w.merged.value, w.expected) for w in work
+    ):
+        return "merge_mismatch"
+    return None
+
+
+def build_record(
+    solution: Solution,
+    work: Sequence[StepWork],
+    counts: dict[str, Counter[str]],
+    config: SeedConfig,
+) -> dict[str, Any]:
+    """The per-solution output line (kept with SFT messages, or dropped with a reason)."""
+    reason = _drop_reason(solution, work, config)
+    messages = None
+    bodies = [critique_body(w.merged.text) for w in work if w.merged]
+    if reason is None and not all(bodies):
+        reason = "empty_critique"
+    if reason is None:
+        messages = format_messages(solution, bodies)
+        if not roundtrip_ok(solution, messages[-1]["content"]):
+            reason, messages = "format_roundtrip", None
+    return {
+        "id": solution.id,
+        "label": solution.label,
+        "source": solution.source,
+        "status": "kept" if reason is None else "dropped",
+        "reason": reason,
+        "initial_all_right": all(
+            w.initial and grader.is_match(w.initial.value, w.expected) for w in work
+        ),
+        "counts": {f"{sub}.{k}": v for sub, c in counts.items() for k, v in sorted(c.items())},
+        "steps": [_step_dict(w) for w in work],
+        "messages": messages,
+    }
+
+
+def _step_dict(w: StepWork) -> dict[str, Any]:
+    return {
+        "step": grader.label_to_step(w.index),
+        "expected": w.expected,
+        "initial": w.initial.to_dict() if w.initial else None,
+        "indepth": w.indepth.to_dict() if w.indepth else None,
+        "indepth_sample": w.indepth_sample,
+        "merged": w.merged.to_dict() if w.merged else None,
+    }

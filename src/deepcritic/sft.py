@@ -1,0 +1,391 @@
+"""Stage 2: supervised fine-tuning of the critic on the seed critiques (TRL ``SFTTrainer``).
+
+Data: ``sft.jsonl`` from the seed stage, one chat per line (system, user = critique prompt,
+assistant = deliberate critique). Each chat becomes a *conversational prompt-completion* example
+(prompt = system + user, completion = the assistant turn), so TRL 1.16 computes the loss on the
+assistant turn only (``completion_only_loss``) with the model's own chat template; this works for
+any template, with or without ``{% generation %}`` markers.
+
+GPU: bf16, gradient checkpointing, optional padding-free/packing, multi-GPU / multi-node with
+DeepSpeed ZeRO-3 via ``accelerate launch`` (see :mod:`deepcritic.launch`). CPU: in-process, fp32.
+Resumes from the last checkpoint in ``out_dir/checkpoints``; saves a plain HF checkpoint
+(safetensors + tokenizer) in ``out_dir/final``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from deepcritic import tracking
+from deepcritic.config import add_dataclass_arguments, config_from_args
+from deepcritic.models import resolve_model
+from deepcritic.records import DataError, iter_jsonl
+
+if TYPE_CHECKING:
+    from transformers import TrainerCallback
+
+log = logging.getLogger(__name__)
+
+Precision = Literal["auto", "bf16", "fp32"]
+SFT_DATA_FILE = "sft.jsonl"
+
+
+@dataclass
+class CriticSFTConfig:
+    """Stage 2 (SFT of the critic). Named so as not to clash with TRL's ``SFTConfig``."""
+
+    data: str = ""  # seed output: sft.jsonl, or the seed out_dir that holds it
+    model: str = "default"  # paper: Qwen2.5-7B-Instruct; default = SmolLM2-135M-Instruct
+    out_dir: str = "outputs/sft"
+    learning_rate: float = 1e-5  # paper: 1e-5
+    lr_scheduler_type: str = "cosine"  # paper: cosine
+    warmup_ratio: float = 0.1  # paper: 0.1
+    num_train_epochs: float = 3.0  # paper: 3 epochs
+    effective_batch_size: int = 64  # paper: 64 = per_device x grad_accum x world_size
+    per_device_batch_size: int = 1
+    max_length: int = 16384  # paper: 16384
+    max_steps: int = -1  # > 0 overrides epochs (tests, smoke runs)
+    gradient_checkpointing: bool = True
+    precision: Precision = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    packing: bool = False  # BFD packing (implies padding-free; needs flash attention on GPU)
+    padding_free: bool = False  # needs flash attention
+    attn_implementation: str | None = None  # e.g. flash_attention_2 on GPU; None = model default
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    logging_steps: int = 1
+    save_steps: int = 200
+    save_total_limit: int = 2
+    resume: bool = True  # continue from the last checkpoint in out_dir/checkpoints
+    seed: int = 0
+    dataloader_num_workers: int = 0
+    trust_remote_code: bool = False
+    tracking_uri: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in (
+            "effective_batch_size",
+            "per_device_batch_size",
+            "logging_steps",
+            "save_steps",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+
+@dataclass
+class CriticSFTResult:
+    checkpoint: str  # plain HF checkpoint (safetensors + tokenizer)
+    train_loss: float
+    global_step: int
+    examples: int
+    data_hash: str
+    losses: list[float] = field(default_factory=list)
+    resumed_from: str | None = None
+    run_id: str | None = None
+
+
+def data_file(path: str) -> Path:
+    p = Path(path)
+    return p / SFT_DATA_FILE if p.is_dir() else p
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_examples(path: Path) -> list[dict[str, Any]]:
+    """Seed chats -> conversational prompt/completion rows; a bad row names its line and field."""
+    rows: list[dict[str, Any]] = []
+    for n, row in iter_jsonl(path):
+        messages = row.get("messages") if isinstance(row, dict) else None
+        if not isinstance(messages, list) or len(messages) < 2:
+            raise DataError(str(path), n, "messages", "must be a list of at least 2 messages")
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or not isinstance(m.get("content"), str):
+                raise DataError(str(path), n, f"messages[{i}]", "needs a string 'content'")
+            if m.get("role") not in ("system", "user", "assistant"):
+                raise DataError(str(path), n, f"messages[{i}].role", f"bad role {m.get('role')!r}")
+        if messages[-1]["role"] != "assistant":
+            raise DataError(str(path), n, "messages", "the last message must be the assistant's")
+        prompt = [{"role": m["role"], "content": m["content"]} for m in messages[:-1]]
+        completion = [{"role": "assistant", "content": messages[-1]["content"]}]
+        rows.append({"prompt": prompt, "completion": completion})
+    if not rows:
+        raise DataError(str(path), None, None, "no training examples")
+    return rows
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def grad_accum_steps(config: CriticSFTConfig, world: int) -> int:
+    """Gradient accumulation that reaches ``effective_batch_size`` (rounded up, with a warning)."""
+    per_step = config.per_device_batch_size * world
+    steps = max(1, math.ceil(config.effective_batch_size / per_step))
+    if steps * per_step != config.effective_batch_size:
+        log.warning(
+            "effective batch %d is not a multiple of %d (per device x world); using %d",
+            config.effective_batch_size,
+            per_step,
+            steps * per_step,
+        )
+    return steps
+
+
+def use_bf16(config: CriticSFTConfig) -> bool:
+    import torch
+
+    if config.precision == "auto":
+        return torch.cuda.is_available()
+    if config.precision == "bf16" and not torch.cuda.is_available():
+        raise ValueError("precision: bf16 needs a GPU here; use auto or fp32 on CPU")
+    return config.precision == "bf16"
+
+
+def trl_args(config: CriticSFTConfig, world: int) -> Any:
+    """TRL ``SFTConfig`` from ours (built before the model, so ZeRO-3 init sees it)."""
+    import torch
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(Path(config.out_dir) / "checkpoints"),
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler_type,
+        warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a ratio in transformers 5
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=grad_accum_steps(config, world),
+        max_length=config.max_length,
+        completion_only_loss=True,  # loss on the assistant turn only
+        packing=config.packing,
+        padding_free=config.padding_free,
+        # transformers 5 name, and TRL's own (deprecated) alias set alike, so neither warns
+        activation_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False},
+        gradient_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        bf16=use_bf16(config),
+        use_cpu=not torch.cuda.is_available(),
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        seed=config.seed,
+        dataloader_num_workers=config.dataloader_num_workers,
+        report_to="none",  # metrics go through deepcritic.tracking (one run per stage)
+        trust_remote_code=config.trust_remote_code,
+    )
+
+
+def load_model_and_tokenizer(config: CriticSFTConfig, bf16: bool) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model(config.model)
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    kwargs: dict[str, Any] = {}
+    if config.attn_implementation:
+        kwargs["attn_implementation"] = config.attn_implementation
+    model = AutoModelForCausalLM.from_pretrained(
+        path,
+        dtype=torch.bfloat16 if bf16 else torch.float32,
+        use_safetensors=True,
+        trust_remote_code=config.trust_remote_code,
+        **kwargs,
+    )
+    return model, tok
+
+
+def tracking_callback(tracker: tracking.Tracker, losses: list[float]) -> TrainerCallback:
+    """Loss / learning-rate / grad-norm curves into the stage's MLflow run."""
+    from transformers import TrainerCallback
+
+    class _Track(TrainerCallback):  # type: ignore[misc]
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            logs = logs or {}
+            if "loss" in logs:
+                losses.append(float(logs["loss"]))
+            keep = ("loss", "learning_rate", "grad_norm", "mean_token_accuracy", "num_tokens")
+            metrics = {f"train.{k}": float(v) for k, v in logs.items() if k in keep}
+            if metrics and state.is_world_process_zero:
+                tracker.log_metrics(metrics, step=state.global_step)
+
+    return _Track()
+
+
+def build_trainer(
+    config: CriticSFTConfig, rows: list[dict[str, Any]], callbacks: list[Any]
+) -> tuple[Any, Any]:
+    """(trainer, tokenizer) ready to train."""
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    args = trl_args(config, world_size())
+    model, tok = load_model_and_tokenizer(config, bool(args.bf16))
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tok,
+        callbacks=callbacks,
+    )
+    return trainer, tok
+
+
+def last_checkpoint(config: CriticSFTConfig) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = Path(config.out_dir) / "checkpoints"
+    if not config.resume or not folder.is_dir():
+        return None
+    found = get_last_checkpoint(str(folder))
+    return str(found) if found else None
+
+
+def run(config: CriticSFTConfig) -> CriticSFTResult:
+    """Train, save ``out_dir/final`` (safetensors + tokenizer), log to MLflow; main process logs."""
+    path = data_file(config.data)
+    if not path.is_file():
+        raise FileNotFoundError(f"data: {path} does not exist")
+    rows = load_examples(path)
+    digest = file_sha256(path)
+    uri = config.tracking_uri if is_main_process() else "off"
+    losses: list[float] = []
+    with tracking.stage_run("sft", config, tracking_uri=uri) as t:
+        trainer, tok = build_trainer(config, rows, [tracking_callback(t, losses)])
+        resume = last_checkpoint(config)
+        if resume:
+            log.info("resuming from %s", resume)
+        t.log_params(_extra_params(trainer, digest, len(rows), resume))
+        output = trainer.train(resume_from_checkpoint=resume)
+        final = Path(config.out_dir) / "final"
+        trainer.save_model(str(final))
+        if trainer.is_world_process_zero():
+            tok.save_pretrained(str(final))
+            (final / "training_args.bin").unlink(missing_ok=True)  # a pickle: not in a plain ckpt
+        _log_summary(t, trainer, final, config.model, float(output.training_loss))
+    return CriticSFTResult(
+        checkpoint=str(final),
+        train_loss=float(output.training_loss),
+        global_step=int(trainer.state.global_step),
+        examples=len(rows),
+        data_hash=digest,
+        losses=losses,
+        resumed_from=resume,
+        run_id=t.run_id,
+    )
+
+
+def _extra_params(trainer: Any, digest: str, examples: int, resume: str | None) -> dict[str, Any]:
+    args = trainer.args
+    return {
+        "data_sha256": digest,
+        "data_examples": examples,
+        "world_size": args.world_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "bf16": args.bf16,
+        "resumed_from": resume or "",
+        "model_parameters": sum(p.numel() for p in trainer.model.parameters()),
+    }
+
+
+def _log_summary(
+    t: tracking.Tracker, trainer: Any, final: Path, base_model: str, train_loss: float
+) -> None:
+    t.log_metrics({"train.final_loss": train_loss, "train.global_step": trainer.state.global_step})
+    t.set_tags(
+        {
+            "sft.checkpoint": str(final.resolve()),
+            "sft.checkpoints_dir": trainer.args.output_dir,
+            "sft.base_model": base_model,
+        }
+    )
+    if t.enabled and trainer.state.log_history:
+        t.log_figure(_curves_figure(trainer.state.log_history), "sft_curves.png")
+        t.log_dict(trainer.state.log_history, "sft_log_history.json")
+    log.info(
+        "SFT done: loss %.4f, %d steps, checkpoint %s", train_loss, trainer.state.global_step, final
+    )
+
+
+def _curves_figure(history: list[dict[str, Any]]) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [h for h in history if "loss" in h]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax1.plot([h["step"] for h in rows], [h["loss"] for h in rows])
+    ax1.set(title="training loss", xlabel="step")
+    ax2.plot([h["step"] for h in rows], [h.get("learning_rate", 0.0) for h in rows])
+    ax2.set(title="learning rate", xlabel="step")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def register_cli(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "sft",
+        help="stage 2: supervised fine-tuning of the critic on the seed critiques (TRL)",
+        description="Example: deepcritic sft --config src/deepcritic/configs/sft.local.yaml "
+        "--data outputs/seed/sft.jsonl. On a GPU node, --launcher accelerate (or auto with "
+        ">1 GPU) re-runs this command under accelerate launch with DeepSpeed ZeRO-3.",
+    )
+    add_dataclass_arguments(parser, CriticSFTConfig)
+    parser.add_argument(
+        "--launcher",
+        choices=("auto", "inprocess", "accelerate"),
+        default="inprocess",
+        help="inprocess (default), accelerate (accelerate launch, ZeRO-3), auto (accelerate "
+        "when more than one GPU or node is visible)",
+    )
+    parser.add_argument(
+        "--accelerate-config", default=None, help="accelerate YAML (ZeRO-3 default)"
+    )
+    parser.set_defaults(func=_cli)
+
+
+def _cli(args: argparse.Namespace) -> int:
+    from deepcritic import launch
+
+    config = config_from_args(CriticSFTConfig, args)
+    if launch.should_launch(args.launcher):
+        return launch.relaunch("sft", args.accelerate_config)
+    result = run(config)
+    print(
+        json.dumps(
+            {
+                "checkpoint": result.checkpoint,
+                "train_loss": result.train_loss,
+                "global_step": result.global_step,
+                "data_sha256": result.data_hash,
+            }
+        )
+    )
+    return 0
