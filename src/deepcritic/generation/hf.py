@@ -6,6 +6,9 @@
   a batch wastes little on padding; results come back in the caller's order.
 * Padding is on the left with an explicit attention mask and position ids, so a greedy batched
   completion equals the one-prompt-at-a-time completion (up to float ties).
+* On GPU a batch is prefilled in one padded forward pass. On CPU, where prefill is compute-bound
+  and padding only costs, each prompt is prefilled alone into a left-padded batch KV cache and
+  the batch then decodes together (batching pays off in decoding).
 * ``choose`` scores every choice by its total log-likelihood after the prompt: one forward pass
   over the prompts fills the KV cache, which is repeated per choice for the choice tokens.
 """
@@ -22,6 +25,7 @@ from tqdm.auto import tqdm
 
 from deepcritic.generation.base import (
     Completion,
+    FinishReason,
     GenerationStats,
     Prompt,
     SamplingParams,
@@ -168,6 +172,9 @@ class HFBackend:
             "pad_token_id": self.pad_id,
             "eos_token_id": sorted(self.eos_ids),
             "use_cache": True,
+            # SamplingParams says everything: override a checkpoint's own sampling defaults
+            "repetition_penalty": None,
+            "min_p": None,
         }
         if params.greedy:  # n identical greedy completions are computed once
             kwargs.update(do_sample=False, num_return_sequences=1)
@@ -184,22 +191,59 @@ class HFBackend:
     ) -> list[list[Completion]]:
         import torch
 
+        per_prompt = 1 if params.greedy else params.n
+        kwargs = self._generate_kwargs(params)
         input_ids, mask, positions = left_pad(seqs, self.pad_id, self.model.device)
         with torch.inference_mode():
-            out = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=mask,
-                position_ids=positions,
-                **self._generate_kwargs(params),
-            )
+            cache = self._prefill_rows(seqs) if self._row_prefill(seqs) else None
+            if cache is not None:  # rows are expanded here, so the cache matches them
+                cache.batch_repeat_interleave(per_prompt)
+                input_ids = input_ids.repeat_interleave(per_prompt, 0)
+                mask = mask.repeat_interleave(per_prompt, 0)
+                kwargs.update(num_return_sequences=1, past_key_values=cache)
+            else:
+                kwargs.update(position_ids=positions)
+            out = self.model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
         new = out[:, input_ids.shape[1] :].tolist()
-        per_prompt = 1 if params.greedy else params.n
         groups: list[list[Completion]] = []
         for p, seq in enumerate(seqs):
             rows = new[p * per_prompt : (p + 1) * per_prompt]
             done = [self._finish(row, len(seq), params) for row in rows]
             groups.append(done * params.n if params.greedy else done)
         return groups
+
+    def _row_prefill(self, seqs: Sequence[Sequence[int]]) -> bool:
+        """On CPU, prefilling each prompt alone beats one padded batch (measured 1.5x: no padded
+        tokens, unmasked causal attention); decoding stays batched. GPUs prefill in one batch."""
+        return (
+            self.model.device.type == "cpu"
+            and len(seqs) > 1
+            and min(len(s) for s in seqs) > 1
+            and getattr(self.model.config, "sliding_window", None) is None
+        )
+
+    def _prefill_rows(self, seqs: Sequence[Sequence[int]]) -> Any:
+        """A left-padded batch KV cache holding every prompt but its last token, built row by row."""
+        import torch
+        from transformers import DynamicCache
+
+        width = max(len(s) for s in seqs) - 1
+        keys: list[list[torch.Tensor]] = []
+        values: list[list[torch.Tensor]] = []
+        for seq in seqs:
+            ids = torch.tensor([list(seq[:-1])], device=self.model.device)
+            row = self.model(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
+            for i, layer in enumerate(row.layers):
+                if i == len(keys):
+                    keys.append([])
+                    values.append([])
+                pad = (0, 0, width - layer.keys.shape[2], 0)  # left-pad the sequence axis
+                keys[i].append(torch.nn.functional.pad(layer.keys, pad))
+                values[i].append(torch.nn.functional.pad(layer.values, pad))
+        cache = DynamicCache(config=self.model.config)
+        for i, (k, v) in enumerate(zip(keys, values, strict=True)):
+            cache.update(torch.cat(k), torch.cat(v), i)
+        return cache
 
     def _finish(self, row: list[int], prompt_tokens: int, params: SamplingParams) -> Completion:
         """Cut one generated row at EOS / the first stop string; count its real tokens."""
@@ -215,7 +259,7 @@ class HFBackend:
             return Completion(text[:cut], "stop", prompt_tokens, used)
         if eos_at >= 0:  # the EOS token counts as generated (as in vLLM / OpenAI usage)
             return Completion(text, "stop", prompt_tokens, eos_at + 1)
-        reason = "length" if len(body) >= params.max_tokens else "stop"
+        reason: FinishReason = "length" if len(body) >= params.max_tokens else "stop"
         return Completion(text, reason, prompt_tokens, len(body))
 
     def _decode(self, ids: Sequence[int]) -> str:
@@ -238,7 +282,9 @@ class HFBackend:
         """Per prompt, the index of the choice with the highest total log-likelihood."""
         if not choices:
             raise ValueError("choose() needs at least one choice")
-        choice_ids = [list(self.tokenizer(c, add_special_tokens=False)["input_ids"]) for c in choices]
+        choice_ids = [
+            list(self.tokenizer(c, add_special_tokens=False)["input_ids"]) for c in choices
+        ]
         for c, cid in zip(choices, choice_ids, strict=True):
             if not cid:
                 raise ValueError(f"choice {c!r} encodes to no tokens")
@@ -264,13 +310,19 @@ class HFBackend:
         input_ids, mask, positions = left_pad(seqs, self.pad_id, device)
         with torch.inference_mode():
             out = self.model(
-                input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                logits_to_keep=1,  # only the next-token distribution is needed
             )
             first = out.logits[:, -1, :].float().log_softmax(-1)  # (B, V)
             first_ids = torch.tensor([c[0] for c in choice_ids], device=device)
             scores = first[:, first_ids]  # (B, C): log p(first token of each choice)
             if max(len(c) for c in choice_ids) > 1:
-                scores = scores + self._choice_tails(out.past_key_values, mask, positions, choice_ids)
+                scores = scores + self._choice_tails(
+                    out.past_key_values, mask, positions, choice_ids
+                )
         return scores.tolist()  # type: ignore[no-any-return]
 
     def _choice_tails(
