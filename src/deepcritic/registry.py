@@ -45,7 +45,7 @@ from deepcritic.config import add_dataclass_arguments, config_from_args, to_dict
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL_NAME = "deepcritic-critic"
+DEFAULT_MODEL_NAME = "deepcritic"  # serve: models:/deepcritic@champion
 CHAMPION = "champion"
 GATE_TAG = "deepcritic.gate"
 _THREAD_LOCK = threading.Lock()
@@ -126,7 +126,7 @@ def hash_paths(paths: list[str | Path]) -> str:
         for f in files:
             h.update(str(f.relative_to(root) if root.is_dir() else f.name).encode())
             with f.open("rb") as fh:
-                for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                while chunk := fh.read(1 << 20):
                     h.update(chunk)
     return h.hexdigest()
 

@@ -1,0 +1,38 @@
+"""evaluate: step-level F1 of the critic on ProcessBench-style benchmarks."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from deepcritic.images import image
+
+
+@dsl.component(base_image=image("generate"), install_kfp_package=False)
+def evaluate(
+    profile: str,
+    model: Input[Model],
+    benchmarks: list,
+    limit: int,
+    overrides: list,
+    results: Output[Dataset],
+    metrics: Output[Metrics],
+) -> float:
+    """Writes per-item results + ``metrics.json`` (flat) under ``results``; returns avg F1."""
+    import json
+    import os
+
+    from deepcritic.evaluate import EvalConfig, run
+    from deepcritic.local import ensure_parent_run, stage_config
+
+    ensure_parent_run()
+    extra = [f"generation.model={model.path}", f"out={results.path}",
+             "benchmarks=" + ",".join(benchmarks)] + ([f"limit={limit}"] if limit > 0 else [])  # fmt: skip
+    result = run(stage_config(EvalConfig, "evaluate", profile, [*overrides, *extra]))
+    flat = dict(result.averages)
+    for name, bench in result.metrics.items():
+        flat[f"f1.{name}"] = float(bench.f1)
+    os.makedirs(results.path, exist_ok=True)
+    with open(os.path.join(results.path, "metrics.json"), "w") as fh:
+        json.dump(flat, fh, indent=1)
+    for key, value in flat.items():
+        metrics.log_metric(key, float(value))
+    return float(result.avg_f1)

@@ -1,0 +1,27 @@
+"""promote: move @champion to the new version only if its avg F1 is strictly better (+ margin)."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+
+from deepcritic.images import image
+
+
+@dsl.component(base_image=image("pipeline-base"), install_kfp_package=False)
+def promote(model_name: str, version: str, margin: float) -> NamedTuple(
+    "Promotion", [("promoted", bool), ("champion", str), ("reason", str)]
+):  # noqa: UP006
+    """The gate; the decision and its reason are also tags on the model version."""
+    from collections import namedtuple
+
+    from deepcritic.local import ensure_parent_run
+    from deepcritic.registry import PromoteConfig
+    from deepcritic.registry import promote as do_promote
+
+    ensure_parent_run()
+    r = do_promote(PromoteConfig(model_name=model_name, version=version, margin=margin))
+    champion = r.version if r.promoted else str(r.champion_version or "")
+    print(f"promotion of {model_name} v{version}: {r.promoted} ({r.reason})")
+    return namedtuple("Promotion", ["promoted", "champion", "reason"])(
+        r.promoted, champion, r.reason
+    )

@@ -1,0 +1,45 @@
+"""The compiled pipeline end to end with kfp.local on the tiny profile (`deepcritic local --tiny`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.e2e
+def test_local_tiny_pipeline_registers_and_promotes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    from deepcritic.local import LocalConfig, run, summary
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DEEPCRITIC_PARENT_RUN_ID", raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = run(LocalConfig(profile="tiny", pipeline=str(ROOT / "pipelines" / "deepcritic.yaml"),
+                             work_dir=str(tmp_path / "work")))  # fmt: skip
+    assert result.model_version == "1"
+    assert result.champion_version == "1"  # first version, no champion before: the alias moved
+
+    client = MlflowClient(result.tracking_uri, result.tracking_uri)
+    mv = client.get_model_version_by_alias("deepcritic", "champion")
+    assert "metric.avg_f1" in mv.tags and mv.tags["base_model"] == "tiny"
+    assert mv.tags["deepcritic.promotion.decision"] == "promoted"
+    runs = client.search_runs(
+        [client.get_experiment_by_name("deepcritic").experiment_id], max_results=100
+    )
+    stages = {r.data.tags.get("deepcritic.stage") for r in runs
+              if r.data.tags.get("mlflow.parentRunId") == result.parent_run_id}  # fmt: skip
+    assert {"prepare", "seed", "sft", "grpo", "evaluate", "register"} <= stages
+
+    outs = list(Path(result.pipeline_root).glob("*/deploy/executor_output.json"))
+    assert len(outs) == 1
+    served = json.loads(json.loads(outs[0].read_text())["parameterValues"]["Output"])
+    assert "first_error_step" in served["response"]
+    text = summary(result)
+    assert "@champion:         v1" in text and served["endpoint"] in text
