@@ -43,7 +43,7 @@ unit: setup
 # Re-pin every transitive version after changing dependencies in pyproject.toml.
 lock: setup
 	{ echo '# Locked versions CI installs (pip freeze of a working env). Regenerate: make lock'; \
-	  $(BIN)/pip freeze --exclude-editable | grep -v -E '^(llm-|champ-)'; } > requirements.lock
+	  $(BIN)/pip freeze --exclude-editable | grep -v -E '^(llm-|champ-)' | sed -E 's| @ file:.*||'; } > requirements.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache outputs mlflow.db mlartifacts
