@@ -22,10 +22,10 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 setup: $(BIN)/.installed
 
 demo: setup
-	$(BIN)/deepcritic local
+	$(BIN)/python pipelines/run_local.py
 
 demo-tiny: setup
-	$(BIN)/deepcritic local --tiny
+	$(BIN)/python pipelines/run_local.py --tiny
 
 lint: setup
 	$(BIN)/ruff check .

@@ -5,7 +5,7 @@ Compile (the committed pipelines/deepcritic.yaml must match; a test recompiles a
     python pipelines/deepcritic.py
 Run on a cluster (kfp 2.17 CLI; parameters as key=value):
     kfp --endpoint URL run create -e deepcritic -r NAME -f pipelines/deepcritic.yaml profile=paper
-Run here, end to end, with KFP's local runner:  deepcritic local [--tiny]
+Run here, end to end, with KFP's local runner:  python pipelines/run_local.py [--tiny]
 """
 
 import sys

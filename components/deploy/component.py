@@ -11,7 +11,7 @@ def deploy(
     model_name: str, target: str, namespace: str, canary_percent: int, serve_profile: str
 ) -> str:
     """Returns the endpoint URL (local: the URL it answered on before shutting down)."""
-    from deepcritic.local import deploy_kserve, deploy_local, ensure_parent_run
+    from deepcritic.runtime import deploy_kserve, deploy_local, ensure_parent_run
 
     ensure_parent_run()
     uri = f"models:/{model_name}@champion"

@@ -21,7 +21,7 @@ def evaluate(
     import os
 
     from deepcritic.evaluate import EvalConfig, run
-    from deepcritic.local import ensure_parent_run, stage_config
+    from deepcritic.runtime import ensure_parent_run, stage_config
 
     ensure_parent_run()
     extra = [f"generation.model={model.path}", f"out={results.path}",

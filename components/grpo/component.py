@@ -27,7 +27,12 @@ def grpo(
     from deepcritic.config import to_dict
     from deepcritic.grpo import CriticGRPOConfig, run
     from deepcritic.images import image as image_ref
-    from deepcritic.local import ensure_parent_run, launch_trainjob, stage_config, trainjob_manifest
+    from deepcritic.runtime import (
+        ensure_parent_run,
+        launch_trainjob,
+        stage_config,
+        trainjob_manifest,
+    )
 
     ensure_parent_run()
     out_dir = model.path + ".work"

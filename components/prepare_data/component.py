@@ -17,7 +17,7 @@ def prepare_data(
 ) -> int:
     """Returns the number of solutions written (``limit`` 0 = all)."""
     from deepcritic.data.prepare import PrepareConfig, run
-    from deepcritic.local import ensure_parent_run, stage_config
+    from deepcritic.runtime import ensure_parent_run, stage_config
 
     ensure_parent_run()
     extra = [f"source={source}", f"out={train.path}"] + ([f"limit={limit}"] if limit > 0 else [])

@@ -14,9 +14,9 @@ def promote(model_name: str, version: str, margin: float) -> NamedTuple(
     """The gate; the decision and its reason are also tags on the model version."""
     from collections import namedtuple
 
-    from deepcritic.local import ensure_parent_run
     from deepcritic.registry import PromoteConfig
     from deepcritic.registry import promote as do_promote
+    from deepcritic.runtime import ensure_parent_run
 
     ensure_parent_run()
     r = do_promote(PromoteConfig(model_name=model_name, version=version, margin=margin))

@@ -20,9 +20,9 @@ def register(
     import os
     from collections import namedtuple
 
-    from deepcritic.local import ensure_parent_run
     from deepcritic.registry import RegisterConfig
     from deepcritic.registry import register as do_register
+    from deepcritic.runtime import ensure_parent_run
 
     ensure_parent_run()
     result = do_register(

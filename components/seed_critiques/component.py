@@ -24,7 +24,7 @@ def seed_critiques(
     shard_out: Output[Dataset],
 ) -> int:
     """Generate one shard's critiques into ``shard_out`` (a folder); returns critiques kept."""
-    from deepcritic.local import ensure_parent_run, stage_config
+    from deepcritic.runtime import ensure_parent_run, stage_config
     from deepcritic.seed.config import SeedConfig
     from deepcritic.seed.stage import run
 
@@ -49,7 +49,7 @@ def seed_finalize(
     """Merge every shard folder and write the SFT set (``sft_data`` folder); returns its size."""
     import shutil
 
-    from deepcritic.local import ensure_parent_run, stage_config
+    from deepcritic.runtime import ensure_parent_run, stage_config
     from deepcritic.seed.config import SeedConfig
     from deepcritic.seed.stage import run
 

@@ -24,7 +24,12 @@ def sft(
 
     from deepcritic.config import to_dict
     from deepcritic.images import image as image_ref
-    from deepcritic.local import ensure_parent_run, launch_trainjob, stage_config, trainjob_manifest
+    from deepcritic.runtime import (
+        ensure_parent_run,
+        launch_trainjob,
+        stage_config,
+        trainjob_manifest,
+    )
     from deepcritic.sft import CriticSFTConfig, run
 
     ensure_parent_run()

@@ -25,7 +25,6 @@ STAGE_MODULES = (
     "deepcritic.refine",
     "deepcritic.registry",
     "deepcritic.serve.server",
-    "deepcritic.local",
 )
 
 

@@ -1,4 +1,4 @@
-"""The compiled pipeline end to end with kfp.local on the tiny profile (`deepcritic local --tiny`)."""
+"""The compiled pipeline end to end with kfp.local on the tiny profile (`pipelines/run_local.py --tiny`)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,15 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_local_tiny_pipeline_registers_and_promotes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import importlib.util
+
     from mlflow import MlflowClient
 
-    from deepcritic.local import LocalConfig, run, summary
+    spec = importlib.util.spec_from_file_location("run_local", ROOT / "pipelines" / "run_local.py")
+    assert spec is not None and spec.loader is not None
+    run_local = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_local)
+    LocalConfig, run, summary = run_local.LocalConfig, run_local.run, run_local.summary
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("DEEPCRITIC_PARENT_RUN_ID", raising=False)

@@ -184,6 +184,6 @@ def test_type_check_catches_unknown_and_mistyped_parameters() -> None:
 
 @pytest.mark.parametrize("profile", ["tiny", "local", "paper"])
 def test_profile_presets_are_valid_pipeline_arguments(profile: str) -> None:
-    from deepcritic.local import pipeline_arguments
+    from deepcritic.runtime import pipeline_arguments
 
     _check_types(pipeline_arguments(profile))

@@ -1,0 +1,189 @@
+"""The main job, here: the compiled pipeline end to end with KFP's local runner.
+
+    python pipelines/run_local.py            # embedded default: SmolLM2-135M-Instruct, <= 15 min
+    python pipelines/run_local.py --tiny     # random tiny model: the wiring check the e2e test runs
+
+Runs ``pipelines/deepcritic.yaml`` exactly as compiled with ``kfp.local.SubprocessRunner
+(use_venv=False)``: every component is a subprocess of this Python; no Docker, no cluster, nothing
+pip-installed, ``base_image`` ignored. MLflow logs to a SQLite store under ``--work-dir``, one
+parent run per pipeline run with the stage runs nested under it. At the end it prints where
+everything landed (runs, model version, ``@champion`` alias, endpoint).
+
+This file lives in ``pipelines/`` because it drives KFP; the package ``deepcritic`` never imports kfp.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+# Running this file puts pipelines/ first on sys.path, where deepcritic.py would shadow the
+# deepcritic package: drop it.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "pipelines"]
+
+from deepcritic import tracking  # noqa: E402
+from deepcritic.config import ConfigError  # noqa: E402
+from deepcritic.runtime import PROFILES, pipeline_arguments  # noqa: E402
+
+
+@dataclass
+class LocalConfig:
+    profile: str = "local"  # tiny (random model, ~1 min) | local (SmolLM2-135M, <= 15 min)
+    pipeline: str = "pipelines/deepcritic.yaml"  # the compiled pipeline (run as compiled)
+    work_dir: str = "outputs/local"  # pipeline root, MLflow store and artifacts go under here
+    tracking_uri: str | None = None  # None = sqlite:///<work_dir>/mlflow.db
+    arguments: dict[str, Any] = field(default_factory=dict)  # override pipeline parameters
+
+
+@dataclass
+class LocalResult:
+    parent_run_id: str
+    tracking_uri: str
+    pipeline_root: str
+    seconds: float
+    arguments: dict[str, Any]
+    model_version: str | None = None
+    champion_version: str | None = None
+
+
+def _pipeline_file(path: str) -> Path:
+    p = Path(path)
+    if p.is_file():
+        return p.resolve()
+    repo = ROOT / path
+    if repo.is_file():
+        return repo
+    raise FileNotFoundError(
+        f"pipeline: {path} not found (compile it: python pipelines/deepcritic.py)"
+    )
+
+
+@contextlib.contextmanager
+def _env(values: dict[str, str]) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run(config: LocalConfig) -> LocalResult:
+    """Run the compiled pipeline with kfp.local under one parent MLflow run."""
+    from kfp import components, local
+
+    pipeline = _pipeline_file(config.pipeline)
+    work = Path(config.work_dir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    uri = config.tracking_uri or f"sqlite:///{work / 'mlflow.db'}"
+    args = pipeline_arguments(config.profile, config.arguments)
+    env = {"MLFLOW_TRACKING_URI": uri, "DEEPCRITIC_ARTIFACT_ROOT": str(work / "mlartifacts"),
+           "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}  # fmt: skip
+    start = time.monotonic()
+    with _env(env):
+        os.environ.pop(tracking.PARENT_ENV, None)
+        with tracking.stage_run("pipeline", tracking_uri=uri) as parent:
+            parent.log_params({"profile": config.profile, **args})
+            parent.log_artifact(pipeline, "pipeline")
+            parent.set_tags({"deepcritic.pipeline": str(pipeline)})
+            with _env({tracking.PARENT_ENV: str(parent.run_id)}), warnings.catch_warnings():
+                # base_image is for the cluster; the local runner uses this Python on purpose
+                warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+                local.init(
+                    runner=local.SubprocessRunner(use_venv=False),
+                    pipeline_root=str(work / "pipeline_root"),
+                    raise_on_error=True,
+                )
+                components.load_component_from_file(str(pipeline))(**args)
+            seconds = time.monotonic() - start
+            parent.log_metrics({"pipeline_seconds": seconds})
+        version, champion = _registry_state(uri, str(args.get("registry_model_name", "deepcritic")))
+    return LocalResult(str(parent.run_id), uri, str(work / "pipeline_root"), seconds, args,
+                       version, champion)  # fmt: skip
+
+
+def _registry_state(uri: str, name: str) -> tuple[str | None, str | None]:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(uri, uri)
+    versions = client.search_model_versions(f"name='{name}'", max_results=1000)
+    latest = str(max(int(v.version) for v in versions)) if versions else None
+    try:
+        champion = str(client.get_model_version_by_alias(name, "champion").version)
+    except MlflowException:
+        champion = None
+    return latest, champion
+
+
+def _endpoint(pipeline_root: str) -> str | None:
+    outs = sorted(Path(pipeline_root).glob("*/deploy/executor_output.json"), key=os.path.getmtime)
+    if not outs:
+        return None
+    params = json.loads(outs[-1].read_text()).get("parameterValues", {})
+    answer = params.get("Output")
+    return str(json.loads(answer)["endpoint"]) if answer else None
+
+
+def summary(result: LocalResult) -> str:
+    name = result.arguments.get("registry_model_name", "deepcritic")
+    store = result.tracking_uri
+    lines = [
+        f"pipeline finished in {result.seconds:.0f} s (profile {result.arguments.get('profile')})",
+        f"MLflow store:      {store}   (browse: mlflow ui --backend-store-uri {store})",
+        f"parent run:        {result.parent_run_id} (stage runs nested under it)",
+        f"pipeline outputs:  {result.pipeline_root}",
+        f"model version:     {name} v{result.model_version}",
+        f"@champion:         v{result.champion_version}  (models:/{name}@champion)",
+        f"served endpoint:   {_endpoint(result.pipeline_root) or 'not deployed (not promoted)'}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--tiny", action="store_true", help="random tiny model: the fast wiring check")
+    p.add_argument("--profile", default="local", choices=PROFILES, help="pipeline.<profile>.yaml")
+    p.add_argument("--pipeline", default="pipelines/deepcritic.yaml", help="compiled pipeline")
+    p.add_argument("--work-dir", default="outputs/local", help="pipeline root + MLflow store")
+    p.add_argument("--tracking-uri", default=None, help="default: sqlite:///<work-dir>/mlflow.db")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a parameter")
+    args = p.parse_args(argv)
+    extra = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r} must look like key=value")
+        extra[key] = yaml.safe_load(value)
+    profile = "tiny" if args.tiny else args.profile
+    result = run(LocalConfig(profile=profile, pipeline=args.pipeline, work_dir=args.work_dir,
+                             tracking_uri=args.tracking_uri, arguments=extra))  # fmt: skip
+    print(summary(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    import logging
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    raise SystemExit(main())
