@@ -295,13 +295,13 @@ class VotingConfig:
     gen_temperature: float = 0.7  # sampling, so the k solutions differ
     gen_top_p: float = 1.0
     gen_max_tokens: int = 1024
-    critiques_per_solution: int = (
-        1  # >1: labels combined by majority (needs critic_temperature > 0)
-    )
-    critic_temperature: float = 0.0  # greedy critique
-    critic_max_tokens: int = 2048
+    # critiques per solution; >1: labels combined by majority (needs critic_temperature > 0)
+    critiques_per_solution: int = 1
+    critic_temperature: float = 0.6  # paper: critics evaluated at T=0.6 (as in `deepcritic eval`)
+    critic_top_p: float = 0.9  # paper
+    critic_max_tokens: int = 4096  # ours: as `deepcritic eval`, room for deliberate critiques
     seed: int = 0
-    output_dir: str = "outputs/verify-vote"
+    out: str = "outputs/verify-vote"
     tracking_uri: str | None = None
 
     def __post_init__(self) -> None:
@@ -332,6 +332,7 @@ class VotingResult:
     samples_path: str
     table_path: str
     plot_path: str
+    run_id: str | None = None
 
     def metrics(self) -> dict[str, float]:
         """Flat summary (for MLflow and KFP outputs): ``<metric>_k<k>`` plus critic stats."""
@@ -377,6 +378,7 @@ def critique_samples(
     params = SamplingParams(
         n=config.critiques_per_solution,
         temperature=config.critic_temperature,
+        top_p=config.critic_top_p,
         max_tokens=config.critic_max_tokens,
         seed=config.seed,
     )
@@ -445,12 +447,13 @@ def run(
         tracker.log_table([r.to_dict() for r in result.rows], "verify_vote/table.json")
         tracker.log_artifact(result.plot_path, "verify_vote")
         tracker.log_artifact(result.samples_path, "verify_vote")
+        result.run_id = tracker.run_id
     return result
 
 
 def report(records: Sequence[ProblemSamples], config: VotingConfig) -> VotingResult:
-    """Score every k, write samples JSONL, a markdown table and the plot under ``output_dir``."""
-    out = Path(config.output_dir)
+    """Score every k, write samples JSONL, a markdown table and the plot under ``out``."""
+    out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = [score_k(records, k) for k in config.k]
     samples_path = out / "samples.jsonl"
@@ -475,7 +478,7 @@ def report(records: Sequence[ProblemSamples], config: VotingConfig) -> VotingRes
         str(table_path),
         str(plot_path),
     )
-    log.info("verify-vote on %d problems:\n%s", len(records), format_table(rows))
+    log.info("verify-vote on %d problems: table %s, plot %s", len(records), table_path, plot_path)
     return result
 
 
@@ -534,4 +537,6 @@ def _main(args: argparse.Namespace) -> int:
     result = run(config_from_args(VotingConfig, args))
     print(Path(result.table_path).read_text(encoding="utf-8"), end="")
     print(f"samples: {result.samples_path}\nplot: {result.plot_path}")
+    if result.run_id:
+        print(f"MLflow run: {result.run_id}")
     return 0
