@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ def test_local_tiny_pipeline_registers_and_promotes(
     spec = importlib.util.spec_from_file_location("run_local", ROOT / "pipelines" / "run_local.py")
     assert spec is not None and spec.loader is not None
     run_local = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "run_local", run_local)  # dataclasses need the module
     spec.loader.exec_module(run_local)
     LocalConfig, run, summary = run_local.LocalConfig, run_local.run, run_local.summary
 
