@@ -1,48 +1,48 @@
-"""deepcritic.local helpers the components use: stage configs, parent runs, TrainJob, KServe patch."""
+"""deepcritic.runtime helpers the components use: stage configs, parent runs, TrainJob, KServe patch."""
 
 from __future__ import annotations
 
 import pytest
 
-from deepcritic import local
+from deepcritic import runtime
 from deepcritic.config import ConfigError
 from deepcritic.seed.config import SeedConfig
 
 
 def test_stage_config_layers_preset_and_overrides() -> None:
-    cfg = local.stage_config(SeedConfig, "seed", "tiny", ["max_solutions=3", "data=/x.jsonl"])
+    cfg = runtime.stage_config(SeedConfig, "seed", "tiny", ["max_solutions=3", "data=/x.jsonl"])
     assert cfg.generation.model == "tiny"  # from seed.tiny.yaml
     assert (cfg.max_solutions, cfg.data) == (3, "/x.jsonl")
-    assert local.stage_config(SeedConfig, "seed", "", []).max_solutions is None  # defaults
+    assert runtime.stage_config(SeedConfig, "seed", "", []).max_solutions is None  # defaults
     with pytest.raises(ConfigError, match="key=value"):
-        local.stage_config(SeedConfig, "seed", "tiny", ["max_solutions"])
+        runtime.stage_config(SeedConfig, "seed", "tiny", ["max_solutions"])
     with pytest.raises(ConfigError, match="no_such_field"):
-        local.stage_config(SeedConfig, "seed", "tiny", ["no_such_field=1"])
+        runtime.stage_config(SeedConfig, "seed", "tiny", ["no_such_field=1"])
 
 
 def test_pipeline_arguments_profiles() -> None:
-    tiny = local.pipeline_arguments("tiny", {"seed_num_shards": 3})
+    tiny = runtime.pipeline_arguments("tiny", {"seed_num_shards": 3})
     assert tiny["base_model"] == "tiny" and tiny["seed_num_shards"] == 3
-    assert local.pipeline_arguments("paper")["deploy_target"] == "kserve"
+    assert runtime.pipeline_arguments("paper")["deploy_target"] == "kserve"
     with pytest.raises(ConfigError, match="profile"):
-        local.pipeline_arguments("huge")
+        runtime.pipeline_arguments("huge")
 
 
 def test_ensure_parent_run_uses_env_then_kfp_run_id(
     local_mlflow: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DEEPCRITIC_PARENT_RUN_ID", "abc")
-    assert local.ensure_parent_run() == "abc"
+    assert runtime.ensure_parent_run() == "abc"
     monkeypatch.delenv("DEEPCRITIC_PARENT_RUN_ID")
-    assert local.ensure_parent_run() is None  # no KFP run id: stage runs stay top level
+    assert runtime.ensure_parent_run() is None  # no KFP run id: stage runs stay top level
     monkeypatch.setenv("KFP_RUN_ID", "run-42")
-    first = local.ensure_parent_run()
+    first = runtime.ensure_parent_run()
     monkeypatch.delenv("DEEPCRITIC_PARENT_RUN_ID")
-    assert first and local.ensure_parent_run() == first  # later stages find the same parent
+    assert first and runtime.ensure_parent_run() == first  # later stages find the same parent
 
 
 def test_trainjob_manifest() -> None:
-    m = local.trainjob_manifest("sft-1", "sft", "model: x\n", image="img:1", num_nodes=2)
+    m = runtime.trainjob_manifest("sft-1", "sft", "model: x\n", image="img:1", num_nodes=2)
     assert m["kind"] == "TrainJob" and m["spec"]["runtimeRef"]["name"] == "deepcritic-deepspeed"
     assert m["spec"]["trainer"]["numNodes"] == 2 and m["spec"]["trainer"]["image"] == "img:1"
     script = m["spec"]["trainer"]["args"][0]
@@ -50,9 +50,9 @@ def test_trainjob_manifest() -> None:
 
 
 def test_isvc_patch_canary() -> None:
-    patch = local.isvc_patch("models:/deepcritic/3", 10)
+    patch = runtime.isvc_patch("models:/deepcritic/3", 10)
     pred = patch["spec"]["predictor"]
     assert pred["canaryTrafficPercent"] == 10
     assert pred["model"]["args"] == ["--model-uri=models:/deepcritic/3"]
     with pytest.raises(ValueError, match="canary"):
-        local.isvc_patch("models:/x/1", 101)
+        runtime.isvc_patch("models:/x/1", 101)
