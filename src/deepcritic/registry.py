@@ -334,6 +334,24 @@ def _best_gate_passed(client: Any, name: str, metric: str) -> Any | None:
     return max(scored, key=lambda s: s[:2])[2] if scored else None
 
 
+def _set_alias(client: Any, name: str, alias: str, version: str, attempts: int = 5) -> None:
+    """Set the alias, retrying when a concurrent writer collides with us (the store then raises,
+    e.g. a unique-constraint error while both insert the alias row); bounded, then re-raised."""
+    import time
+
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            client.set_registered_model_alias(name, alias, version)
+            return
+        except MlflowException:
+            if attempt == attempts - 1:
+                raise
+            log.warning("setting %s@%s collided with another writer; retrying", name, alias)
+            time.sleep(0.05 * 2**attempt)
+
+
 def _repair(client: Any, config: PromoteConfig) -> None:
     """Remote stores: make sure the alias holds the best gate-passed version (see module doc)."""
     for _ in range(3):  # bounded: each pass only ever moves the alias to a better version
@@ -342,7 +360,7 @@ def _repair(client: Any, config: PromoteConfig) -> None:
         if best is None or (holder is not None and holder.version == best.version):
             return
         log.warning("alias %s moved concurrently; restoring v%s", config.alias, best.version)
-        client.set_registered_model_alias(config.model_name, config.alias, best.version)
+        _set_alias(client, config.model_name, config.alias, str(best.version))
 
 
 def promote(config: PromoteConfig) -> PromoteResult:
@@ -373,7 +391,7 @@ def promote(config: PromoteConfig) -> PromoteResult:
                 changed = ok
                 champ_version, champ_score = str(latest.version), latest_score
             if changed:
-                client.set_registered_model_alias(config.model_name, config.alias, version)
+                _set_alias(client, config.model_name, config.alias, version)
         _record(client, config.model_name, version, _decision_tags(config, ok, why, champ_version))
         if changed and not serialized:
             _repair(client, config)
