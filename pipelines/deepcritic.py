@@ -28,9 +28,11 @@ from components.grpo.component import grpo  # noqa: E402
 from components.mc_annotate.component import mc_annotate  # noqa: E402
 from components.prepare_data.component import prepare_data  # noqa: E402
 from components.promote.component import promote  # noqa: E402
+from components.refine.component import refine  # noqa: E402
 from components.register.component import register  # noqa: E402
 from components.seed_critiques.component import plan_shards, seed_critiques, seed_finalize  # noqa: E402
 from components.sft.component import sft  # noqa: E402
+from components.verify_vote.component import verify_vote  # noqa: E402
 
 PIPELINE_YAML = ROOT / "pipelines" / "deepcritic.yaml"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -85,9 +87,18 @@ def place(task: dsl.PipelineTask, stage: str) -> dsl.PipelineTask:
 def _evaluate_register_promote_deploy(critic: Any, *, profile: Any, train: Any, base_model: Any,
                                       eval_benchmarks: Any, eval_limit: Any, eval_overrides: Any,
                                       model_name: Any, margin: Any, deploy_enabled: Any,
-                                      deploy_target: Any, canary: Any, namespace: Any) -> None:  # fmt: skip
+                                      deploy_target: Any, canary: Any, namespace: Any,
+                                      use: dict[str, Any]) -> None:  # fmt: skip
     ev = place(evaluate(profile=profile, model=critic, benchmarks=eval_benchmarks, limit=eval_limit,
                         overrides=eval_overrides), "eval")  # fmt: skip
+    with dsl.If(use["enabled"] == True, name="use-critic"):  # noqa: E712
+        vote = place(verify_vote(profile=profile, critic=critic, problems=use["problems"],
+                                 limit=use["limit"], overrides=use["voting_overrides"]), "eval")  # fmt: skip
+        vote.after(ev)
+        ref = place(refine(profile=profile, critic=critic, baseline_model=base_model,
+                           problems=use["problems"], limit=use["limit"],
+                           overrides=use["refine_overrides"]), "eval")  # fmt: skip
+        ref.after(ev)
     reg = place(register(model=critic, eval_results=ev.outputs["results"], train_data=train,
                          model_name=model_name, base_model=base_model), "cpu")  # fmt: skip
     reg.set_caching_options(False)  # registry side effects: never skip them
@@ -131,6 +142,11 @@ def deepcritic_pipeline(
     deploy_target: str = "kserve",  # kserve (cluster InferenceService) | local (serve + 1 request)
     deploy_canary_percent: int = 10,  # traffic share of the new champion during rollout
     namespace: str = "deepcritic",  # where TrainJobs and the InferenceService live
+    use_enabled: bool = False,  # optional branch after evaluate: verified voting + refinement
+    use_problems: str = "gsm8k:test",  # problems with gold answers for the optional branch
+    use_limit: int = 0,  # first N problems (0 = the voting/refine preset's limit)
+    voting_overrides: list = [],  # noqa: B006
+    refine_overrides: list = [],  # noqa: B006
 ) -> None:
     data = place(prepare_data(profile=profile, source=prepare_source, limit=prepare_limit,
                               overrides=prepare_overrides), "prepare")  # fmt: skip
@@ -151,7 +167,9 @@ def deepcritic_pipeline(
             "eval_overrides": eval_overrides, "model_name": registry_model_name,
             "margin": promote_margin, "deploy_enabled": deploy_enabled,
             "deploy_target": deploy_target, "canary": deploy_canary_percent,
-            "namespace": namespace}  # fmt: skip
+            "namespace": namespace,
+            "use": {"enabled": use_enabled, "problems": use_problems, "limit": use_limit,
+                    "voting_overrides": voting_overrides, "refine_overrides": refine_overrides}}  # fmt: skip
     with dsl.If(rl_data_source == "labels", name="rl-from-labels"):
         rl_labels = place(grpo(profile=profile, sft_model=sft_model, data=train, data_source="labels",
                                launcher=grpo_launcher, namespace=namespace, overrides=grpo_overrides), "grpo")  # fmt: skip

@@ -72,3 +72,25 @@ def test_register_then_promote_components(
     assert str(mv.version) == "1" and float(mv.tags["metric.avg_f1"]) == pytest.approx(0.42)
     assert mv.tags["base_model"] == "tiny" and len(mv.tags["data_hash"]) == 64
     assert mv.tags["deepcritic.promotion.decision"] == "promoted"
+
+
+def test_optional_branch_verify_vote_and_refine(kfp_local: Path, tiny_model_path: str) -> None:
+    """The optional branch after evaluation, for real on the tiny critic (tiny presets)."""
+    from components.refine.component import refine
+    from components.verify_vote.component import verify_vote
+    from kfp import dsl
+
+    @dsl.pipeline(name="use-critic")
+    def use_critic() -> None:
+        critic = dsl.importer(artifact_uri=tiny_model_path, artifact_class=dsl.Model)
+        verify_vote(
+            profile="tiny", critic=critic.output, problems="gsm8k:test", limit=2, overrides=[]
+        )
+        refine(profile="tiny", critic=critic.output, baseline_model="tiny", problems="gsm8k:test",
+               limit=2, overrides=["rounds=1"])  # fmt: skip
+
+    use_critic()
+    votes = list(kfp_local.glob("*/verify-vote/results/table.md"))
+    refined = list(kfp_local.glob("*/refine/results/table.md"))
+    assert len(votes) == 1 and "verified" in votes[0].read_text().lower()
+    assert len(refined) == 1 and "c->w" in refined[0].read_text()

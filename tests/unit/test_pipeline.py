@@ -17,10 +17,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 PIPELINE_YAML = ROOT / "pipelines" / "deepcritic.yaml"
 STAGE_PREFIXES = ("prepare_", "seed_", "sft_", "rl_", "mc_", "grpo_", "eval_", "registry_",
-                  "promote_", "deploy_")  # fmt: skip
+                  "promote_", "deploy_", "use_", "voting_", "refine_")  # fmt: skip
 GLOBAL_PARAMS = {"profile", "base_model", "namespace"}
 GPU_EXECUTORS = {"exec-seed-critiques": 1, "exec-sft": 8, "exec-mc-annotate": 1, "exec-grpo": 8,
-                 "exec-grpo-2": 8, "exec-evaluate": 1, "exec-evaluate-2": 1}  # fmt: skip
+                 "exec-grpo-2": 8, "exec-evaluate": 1, "exec-evaluate-2": 1, "exec-verify-vote": 1,
+                 "exec-verify-vote-2": 1, "exec-refine": 1, "exec-refine-2": 1}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +131,18 @@ def test_retries_caching_and_control_flow(compiled: tuple[dict, dict]) -> None:
     assert any("rl_data_source" in c and "labels" in c for c in conditions)
     assert any("deploy_enabled" in c for c in conditions)
     assert any("promote-promoted" in c for c in conditions)
+    # the optional branch after evaluation: verified voting + refinement, off by default
+    assert any("use_enabled" in c for c in conditions)
+    assert spec["root"]["inputDefinitions"]["parameters"]["use_enabled"]["defaultValue"] is False
+    use = [
+        t
+        for t in tasks.values()
+        if "use_enabled" in t.get("triggerPolicy", {}).get("condition", "")
+    ]
+    assert len(use) == 2 and all(
+        any(d.startswith("evaluate") for d in t["dependentTasks"]) for t in use
+    )
+    assert {"verify-vote", "verify-vote-2", "refine", "refine-2"} <= set(tasks)
 
 
 def _kfp_run_create(args: list[str]) -> mock.MagicMock:
