@@ -7,6 +7,7 @@ step prefix, forced verdicts continue ``**Answer**: \\boxed{``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
@@ -14,6 +15,9 @@ from typing import Literal, Protocol, runtime_checkable
 Message = dict[str, str]
 Prompt = list[Message]
 FinishReason = Literal["stop", "length", "error"]
+
+_STOP_REASONS = frozenset({"stop", "eos", "end_turn", "stop_sequence", "tool_calls"})
+_LENGTH_REASONS = frozenset({"length", "max_tokens"})
 
 
 @dataclass(frozen=True)
@@ -98,3 +102,54 @@ class Backend(Protocol):
 def continues_assistant(prompt: Prompt) -> bool:
     """True when the prompt ends in an assistant message that the backend must continue."""
     return bool(prompt) and prompt[-1].get("role") == "assistant"
+
+
+# ------------------------------------------------- helpers shared by the backends
+
+
+def finish_reason_from(raw: object) -> FinishReason:
+    """Map an engine's finish reason to ``stop`` / ``length`` / ``error`` (anything unknown)."""
+    if raw is None or raw in _STOP_REASONS:
+        return "stop"
+    if raw in _LENGTH_REASONS:
+        return "length"
+    return "error"
+
+
+def check_prompts(prompts: Sequence[Prompt]) -> list[Prompt]:
+    """Every prompt is a non-empty list of ``{"role": str, "content": str}``; else a ValueError
+    naming the prompt and message index."""
+    out = list(prompts)
+    for i, prompt in enumerate(out):
+        if not isinstance(prompt, list) or not prompt:
+            raise ValueError(
+                f"prompt {i}: expected a non-empty list of messages, got {prompt!r:.80}"
+            )
+        for j, m in enumerate(prompt):
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+                raise ValueError(f"prompt {i}, message {j}: missing string field 'role'")
+            if not isinstance(m.get("content"), str):
+                raise ValueError(f"prompt {i}, message {j}: missing string field 'content'")
+    return out
+
+
+def match_choice(text: str, choices: Sequence[str]) -> int | None:
+    """The index of the choice a free-text reply names, or None.
+
+    Exact match (after trimming spaces, quotes, ``$``, ``*``, a closing ``}`` and a final ``.``)
+    wins; otherwise the choice standing alone (not inside a longer number or word) earliest in the
+    text, the longest one on a tie. ``"-1"`` never matches the choice ``"1"``.
+    """
+    stripped = text.strip().strip("\"'`$* ").rstrip(".}").strip()
+    for i, c in enumerate(choices):
+        if stripped == c.strip():
+            return i
+    best: tuple[int, int, int] | None = None  # (position, -length, index)
+    for i, c in enumerate(choices):
+        needle = c.strip()
+        if not needle:
+            continue
+        m = re.search(rf"(?<![\w\-.]){re.escape(needle)}(?![\w]|\.\d)", text)
+        if m and (best is None or (m.start(), -len(needle), i) < best):
+            best = (m.start(), -len(needle), i)
+    return None if best is None else best[2]

@@ -31,7 +31,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -44,11 +43,13 @@ from tqdm.auto import tqdm
 from deepcritic.generation import BackendConfig
 from deepcritic.generation.base import (
     Completion,
-    FinishReason,
     GenerationStats,
     Prompt,
     SamplingParams,
+    check_prompts,
     continues_assistant,
+    finish_reason_from,
+    match_choice,
 )
 from deepcritic.prompting import load_prompt, render_template
 
@@ -57,8 +58,6 @@ log = logging.getLogger(__name__)
 ChoiceMode = Literal["structured_outputs", "guided_choice", "prompt"]
 CHOICE_MODES: tuple[ChoiceMode, ...] = ("structured_outputs", "guided_choice", "prompt")
 _UNSUPPORTED_STATUS = (400, 422)  # how servers reject an extra field they do not know
-_STOP_REASONS = frozenset({"stop", "eos", "end_turn", "stop_sequence", "tool_calls"})
-_LENGTH_REASONS = frozenset({"length", "max_tokens"})
 # The choose() fallback for servers without guided decoding (one line, filled per prompt).
 
 
@@ -74,15 +73,6 @@ class EndpointError(RuntimeError):
 
 
 # ------------------------------------------------------------------ pure request/response mapping
-
-
-def finish_reason_from(raw: object) -> FinishReason:
-    """Map an engine's finish reason to ``stop`` / ``length`` / ``error`` (anything unknown)."""
-    if raw is None or raw in _STOP_REASONS:
-        return "stop"
-    if raw in _LENGTH_REASONS:
-        return "length"
-    return "error"
 
 
 def build_request_body(
@@ -160,28 +150,6 @@ def _choice_index(choice: Any, position: int, url: str) -> int:
     return index if isinstance(index, int) else position
 
 
-def match_choice(text: str, choices: Sequence[str]) -> int | None:
-    """The index of the choice a free-text reply names, or None.
-
-    Exact match (after trimming spaces, quotes, ``$``, ``*``, a closing ``}`` and a final ``.``)
-    wins; otherwise the choice standing alone (not inside a longer number or word) earliest in the
-    text, the longest one on a tie. ``"-1"`` never matches the choice ``"1"``.
-    """
-    stripped = text.strip().strip("\"'`$* ").rstrip(".}").strip()
-    for i, c in enumerate(choices):
-        if stripped == c.strip():
-            return i
-    best: tuple[int, int, int] | None = None  # (position, -length, index)
-    for i, c in enumerate(choices):
-        needle = c.strip()
-        if not needle:
-            continue
-        m = re.search(rf"(?<![\w\-.]){re.escape(needle)}(?![\w]|\.\d)", text)
-        if m and (best is None or (m.start(), -len(needle), i) < best):
-            best = (m.start(), -len(needle), i)
-    return None if best is None else best[2]
-
-
 def choice_fallback_prompt(prompt: Prompt, choices: Sequence[str]) -> Prompt:
     """The prompt-only version of ``choose``: ask for exactly one option in plain words.
 
@@ -206,23 +174,6 @@ def choice_fallback_prompt(prompt: Prompt, choices: Sequence[str]) -> Prompt:
     else:
         messages.append({"role": "user", "content": instruction})
     return messages
-
-
-def check_prompts(prompts: Sequence[Prompt]) -> list[Prompt]:
-    """Every prompt is a non-empty list of ``{"role": str, "content": str}``; else a ValueError
-    naming the prompt and message index."""
-    out = list(prompts)
-    for i, prompt in enumerate(out):
-        if not isinstance(prompt, list) or not prompt:
-            raise ValueError(
-                f"prompt {i}: expected a non-empty list of messages, got {prompt!r:.80}"
-            )
-        for j, m in enumerate(prompt):
-            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-                raise ValueError(f"prompt {i}, message {j}: missing string field 'role'")
-            if not isinstance(m.get("content"), str):
-                raise ValueError(f"prompt {i}, message {j}: missing string field 'content'")
-    return out
 
 
 def _error_detail(response: httpx.Response) -> str:

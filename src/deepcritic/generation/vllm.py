@@ -29,9 +29,11 @@ from deepcritic.generation.base import (
     GenerationStats,
     Prompt,
     SamplingParams,
+    check_prompts,
     continues_assistant,
+    finish_reason_from,
+    match_choice,
 )
-from deepcritic.generation.openai import check_prompts, finish_reason_from, match_choice
 from deepcritic.models import resolve_model
 
 log = logging.getLogger(__name__)
