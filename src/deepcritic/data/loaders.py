@@ -129,6 +129,25 @@ def collect(
     return out
 
 
+def load_json_file(
+    path: str | Path,
+    kind: str,
+    convert: Callable[[Row], T],
+    *,
+    desc: str,
+    limit: int | None = None,
+    skip_invalid: bool = False,
+) -> tuple[list[T], LoadReport]:
+    """A local JSON array / JSONL file converted row by row (``kind`` names it in errors)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{kind} file {path} does not exist")
+    report = LoadReport(str(path))
+    rows = iter_json_rows(path, skip_invalid=skip_invalid, report=report)
+    out = collect(rows, convert, report, skip_invalid=skip_invalid, limit=limit, desc=desc)
+    return out, report
+
+
 def _canonical(
     path: str, limit: int | None, skip_invalid: bool
 ) -> tuple[list[Solution], LoadReport]:

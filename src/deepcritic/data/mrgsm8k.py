@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deepcritic.data.loaders import Row, collect, fail, iter_json_rows
+from deepcritic.data.loaders import Row, fail, load_json_file
 from deepcritic.prompting import strip_step_prefix
 from deepcritic.records import LoadReport, Solution
 
@@ -49,12 +49,6 @@ def load_mrgsm8k(
     path: str | Path, *, limit: int | None = None, skip_invalid: bool = False
 ) -> tuple[list[Solution], LoadReport]:
     """Load DeepCritic's processed MR-GSM8K file (JSON array or JSONL)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"MR-GSM8K file {path} does not exist")
-    report = LoadReport(str(path))
-    rows = iter_json_rows(path, skip_invalid=skip_invalid, report=report)
-    solutions = collect(
-        rows, to_solution, report, skip_invalid=skip_invalid, limit=limit, desc=SOURCE
+    return load_json_file(
+        path, "MR-GSM8K", to_solution, desc=SOURCE, limit=limit, skip_invalid=skip_invalid
     )
-    return solutions, report

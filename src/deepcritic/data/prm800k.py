@@ -35,7 +35,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from deepcritic.data.loaders import Row, SkipRow, collect, fail, iter_json_rows, require
+from deepcritic.data.loaders import (
+    Row,
+    SkipRow,
+    fail,
+    load_json_file,
+    require,
+)
 from deepcritic.records import LoadReport, Solution
 
 KEEP = ("solution", "found_error")
@@ -180,17 +186,12 @@ def load_prm800k(
     path: str | Path, *, limit: int | None = None, skip_invalid: bool = False
 ) -> tuple[list[Solution], LoadReport]:
     """Load a PRM800K ``phase{1,2}_{train,test}.jsonl`` file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"PRM800K file {path} does not exist")
-    report = LoadReport(str(path))
-    rows = iter_json_rows(path, skip_invalid=skip_invalid, report=report)
-    solutions = collect(
-        rows,
-        lambda r: to_solution(r, path.stem),
-        report,
-        skip_invalid=skip_invalid,
+    stem = Path(path).stem
+    return load_json_file(
+        path,
+        "PRM800K",
+        lambda r: to_solution(r, stem),
+        desc=f"prm800k:{stem}",
         limit=limit,
-        desc=f"prm800k:{path.stem}",
+        skip_invalid=skip_invalid,
     )
-    return solutions, report

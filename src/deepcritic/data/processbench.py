@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from deepcritic.data.loaders import Row, collect, fail, iter_json_rows, require
+from deepcritic.data.loaders import Row, collect, fail, load_json_file, require
 from deepcritic.records import LoadReport, Solution
 
 HUB_DATASET = "Qwen/ProcessBench"
@@ -49,21 +49,15 @@ def load_file(
     skip_invalid: bool = False,
 ) -> tuple[list[Solution], LoadReport]:
     """A local ProcessBench file (JSON array or JSONL); ``split`` defaults to the file stem."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ProcessBench file {path} does not exist")
-    name = split or path.stem.removeprefix("processbench_").removesuffix("_slice")
-    report = LoadReport(str(path))
-    rows = iter_json_rows(path, skip_invalid=skip_invalid, report=report)
-    solutions = collect(
-        rows,
+    name = split or Path(path).stem.removeprefix("processbench_").removesuffix("_slice")
+    return load_json_file(
+        path,
+        "ProcessBench",
         lambda r: to_solution(r, name),
-        report,
-        skip_invalid=skip_invalid,
-        limit=limit,
         desc=f"processbench:{name}",
+        limit=limit,
+        skip_invalid=skip_invalid,
     )
-    return solutions, report
 
 
 def _hub_rows(split: str, revision: str | None) -> Iterator[Row]:
