@@ -86,9 +86,7 @@ class EvalResult:
 
 
 def _settings_key(config: EvalConfig) -> str:
-    s = json.dumps(
-        [to_dict(config.generation)["model"], to_dict(config.sampling())], sort_keys=True
-    )
+    s = json.dumps([config.generation.model, to_dict(config.sampling())], sort_keys=True)
     return hashlib.sha256(s.encode()).hexdigest()[:16]
 
 
@@ -222,7 +220,7 @@ def register_cli(subparsers: Any) -> None:
         "eval", help="evaluate a critic on ProcessBench-style benchmarks", description=__doc__
     )
     add_dataclass_arguments(p, EvalConfig)
-    p.set_defaults(func=lambda args: _main(args))
+    p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
