@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from deepcritic.generation import Backend, BackendConfig, SamplingParams
-from deepcritic.generation.hf import HFBackend, left_pad, length_sorted_batches
+from deepcritic.generation.continuous import MIN_SHARED_PREFIX, ContinuousBatcher
+from deepcritic.generation.hf import HFBackend, length_sorted_batches
 
 WORDS = [
     "the",
@@ -88,13 +89,6 @@ def test_length_sorted_batches_cover_every_index_once() -> None:
         length_sorted_batches(lengths, 0)
 
 
-def test_left_pad_masks_and_positions() -> None:
-    ids, mask, pos = left_pad([[7, 8, 9], [5]], pad_id=0, device="cpu")
-    assert ids.tolist() == [[7, 8, 9], [0, 0, 5]]
-    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
-    assert pos.tolist() == [[0, 1, 2], [0, 0, 0]]
-
-
 def test_batched_greedy_equals_one_at_a_time_in_order(spiky: HFBackend) -> None:
     params = SamplingParams(max_tokens=6)
     batched = spiky.generate(PROMPTS, params)  # batch_size 3: 3 length-sorted batches
@@ -106,18 +100,94 @@ def test_batched_greedy_equals_one_at_a_time_in_order(spiky: HFBackend) -> None:
         assert group[0].prompt_tokens == len(spiky.encode([prompt])[0])  # padding not counted
 
 
-def test_padded_batch_prefill_equals_row_prefill(
+def test_padded_batch_prefill_equals_continuous_batching(
     spiky: HFBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The GPU path (one left-padded prefill) and the CPU path (row prefill) agree."""
+    """The GPU path (one left-padded prefill) and the CPU path (continuous batching) agree."""
     params = SamplingParams(max_tokens=5)
-    assert spiky._row_prefill(spiky.encode(PROMPTS[:4]))
+    assert spiky._continuous(spiky.encode(PROMPTS[:4]))
     rows = spiky.generate(PROMPTS[:4], params)
-    monkeypatch.setattr(spiky, "_row_prefill", lambda seqs: False)
+    monkeypatch.setattr(spiky, "_continuous", lambda seqs: False)
     padded = spiky.generate(PROMPTS[:4], params)
     assert padded == rows
     sampled = spiky.generate(PROMPTS[:2], SamplingParams(n=2, temperature=1.0, max_tokens=3))
     assert [len(g) for g in sampled] == [2, 2]
+
+
+def _record_rounds(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """Per decode round, how many tokens each of its rows had generated before it."""
+    rounds: list[list[int]] = []
+    decode_round = ContinuousBatcher.decode_round
+
+    def spy(self: ContinuousBatcher, rows: list, *args: object, **kwargs: object) -> None:
+        rounds.append([len(r.generated) for r in rows])
+        decode_round(self, rows, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ContinuousBatcher, "decode_round", spy)
+    return rounds
+
+
+def test_continuous_batching_refills_rows_and_equals_one_at_a_time(
+    spiky: HFBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows end at different steps (a token the model emits midway is made EOS); waiting prompts
+    take their places in the batch, and every output equals the prompt decoded alone."""
+    free = spiky.generate(PROMPTS, SamplingParams(max_tokens=8))
+    emitted = [spiky.tokenizer(g[0].text, add_special_tokens=False)["input_ids"] for g in free]
+    eos = max({t for ids in emitted for t in ids[1:6]}, key=lambda t: sum(t in i for i in emitted))
+    monkeypatch.setattr(spiky, "eos_ids", frozenset({eos}))
+    rounds = _record_rounds(monkeypatch)
+    params = SamplingParams(max_tokens=8)
+    batched = spiky.generate(PROMPTS, params)  # 7 prompts, 3 rows at a time
+    refilled = [r for r in rounds if len(set(r)) > 1]  # a row joined others already decoding
+    assert refilled, rounds
+    single = _one_by_one(spiky, PROMPTS, params)
+    assert batched == single
+    lengths = [g[0].completion_tokens for g in batched]
+    assert len(set(lengths)) > 1 and min(lengths) < 8, lengths
+    assert any(g[0].finish_reason == "stop" for g in batched)
+
+
+def test_continuous_batching_with_stop_strings_and_samples(spiky: HFBackend) -> None:
+    full = spiky.generate(PROMPTS, SamplingParams(max_tokens=10))
+    stops = tuple({g[0].text[3:6] for g in full[:3] if g[0].text[3:6].strip()})
+    params = SamplingParams(max_tokens=10, stop=stops)
+    batched = spiky.generate(PROMPTS, params)
+    assert batched == _one_by_one(spiky, PROMPTS, params)
+    assert sum(g[0].finish_reason == "stop" for g in batched) >= len(stops)
+    for group, ref in zip(batched, full, strict=True):
+        assert ref[0].text.startswith(group[0].text)
+        assert not any(s in group[0].text for s in stops)
+    sampled = spiky.generate(PROMPTS, SamplingParams(n=3, temperature=1.0, max_tokens=4, seed=3))
+    assert [len(g) for g in sampled] == [3] * len(PROMPTS)
+    assert all(c.completion_tokens == 4 for g in sampled for c in g)
+
+
+def test_shared_prompt_prefix_is_prefilled_once(
+    spiky: HFBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system = "Check every calculation twice, then answer in one short sentence. " * 3
+    prompts = [
+        [{"role": "system", "content": system}, {"role": "user", "content": " ".join(WORDS[k:])}]
+        for k in range(5)
+    ]
+    calls: list[tuple[int, bool]] = []
+    forward_kv = ContinuousBatcher.forward_kv
+
+    def spy(self: ContinuousBatcher, tokens: list[int], past: list | None) -> list:
+        kv = forward_kv(self, tokens, past)
+        assert all(k.is_inference() and v.is_inference() for k, v in kv)  # no autograd graph
+        calls.append((len(tokens), past is not None))
+        return kv
+
+    monkeypatch.setattr(ContinuousBatcher, "forward_kv", spy)
+    params = SamplingParams(max_tokens=6)
+    batched = spiky.generate(prompts, params)
+    shared, *rows = calls
+    assert shared[0] >= MIN_SHARED_PREFIX and not shared[1]  # the common prefix, once
+    assert len(rows) == len(prompts) and all(past for _, past in rows)
+    assert sum(n for n, _ in rows) + shared[0] < sum(len(s) for s in spiky.encode(prompts))
+    assert batched == _one_by_one(spiky, prompts, params)
 
 
 def test_greedy_is_deterministic_and_n_copies(spiky: HFBackend) -> None:

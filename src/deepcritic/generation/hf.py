@@ -2,13 +2,15 @@
 
 * Prompts are rendered with the tokenizer's chat template; a prompt ending in an assistant
   message is continued (``continue_final_message``), otherwise a generation prompt is added.
-* Prompts are sorted by token length and cut into batches of ``config.batch_size`` prompts, so
-  a batch wastes little on padding; results come back in the caller's order.
 * Padding is on the left with an explicit attention mask and position ids, so a greedy batched
-  completion equals the one-prompt-at-a-time completion (up to float ties).
-* On GPU a batch is prefilled in one padded forward pass. On CPU, where prefill is compute-bound
-  and padding only costs, each prompt is prefilled alone into a left-padded batch KV cache and
-  the batch then decodes together (batching pays off in decoding).
+  completion equals the one-prompt-at-a-time completion (up to float ties); results come back
+  in the caller's order.
+* On GPU, prompts are sorted by token length and cut into batches of ``config.batch_size``
+  prompts (little padding), each prefilled in one padded forward pass and decoded together.
+* On CPU, where prefill is compute-bound and padding only costs, generation is continuously
+  batched (:mod:`deepcritic.generation.continuous`): the prompts' common prefix is prefilled
+  once, each prompt alone after it, and up to ``config.batch_size`` prompts decode together,
+  a waiting prompt taking the place of each one that finishes.
 * ``choose`` scores every choice by its total log-likelihood after the prompt: one forward pass
   over the prompts fills the KV cache, which is repeated per choice for the choice tokens.
 """
@@ -31,6 +33,7 @@ from deepcritic.generation.base import (
     SamplingParams,
     continues_assistant,
 )
+from deepcritic.generation.continuous import ContinuousBatcher, left_pad
 from deepcritic.models import load_causal_lm
 
 if TYPE_CHECKING:
@@ -47,27 +50,6 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
         raise ValueError(f"generation.batch_size must be >= 1, got {batch_size}")
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def left_pad(
-    seqs: Sequence[Sequence[int]], pad_id: int, device: Any
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask, position_ids) for left-padded sequences.
-
-    Position ids count real tokens only (0 at each sequence's first real token), exactly as
-    they would be for the sequence on its own.
-    """
-    import torch
-
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        if seq:
-            ids[row, width - len(seq) :] = torch.tensor(list(seq), dtype=torch.long)
-            mask[row, width - len(seq) :] = 1
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    return ids.to(device), mask.to(device), positions.to(device)
 
 
 def _first_stop(text: str, stops: Sequence[str]) -> int:
@@ -156,13 +138,16 @@ class HFBackend:
         if params.seed is not None:
             torch.manual_seed(params.seed)
         results: list[list[Completion]] = [[] for _ in ids]
-        batches = length_sorted_batches([len(s) for s in ids], self.config.batch_size)
         with tqdm(total=len(ids), desc=desc, unit="prompt", disable=desc is None) as bar:
-            for batch in batches:
-                outs = self._generate_batch([ids[i] for i in batch], params)
-                for i, group in zip(batch, outs, strict=True):
-                    results[i] = group
-                bar.update(len(batch))
+            if self._continuous(ids):
+                results = self._generate_continuous(ids, params, bar)
+            else:
+                batches = length_sorted_batches([len(s) for s in ids], self.config.batch_size)
+                for batch in batches:
+                    outs = self._generate_batch([ids[i] for i in batch], params)
+                    for i, group in zip(batch, outs, strict=True):
+                        results[i] = group
+                    bar.update(len(batch))
         self.stats.add(results, time.perf_counter() - start)
         return results
 
@@ -189,22 +174,19 @@ class HFBackend:
     def _generate_batch(
         self, seqs: Sequence[Sequence[int]], params: SamplingParams
     ) -> list[list[Completion]]:
+        """One padded prefill and one ``generate`` call for the batch (GPU)."""
         import torch
 
-        per_prompt = 1 if params.greedy else params.n
-        kwargs = self._generate_kwargs(params)
         input_ids, mask, positions = left_pad(seqs, self.pad_id, self.model.device)
         with torch.inference_mode():
-            cache = self._prefill_rows(seqs) if self._row_prefill(seqs) else None
-            if cache is not None:  # rows are expanded here, so the cache matches them
-                cache.batch_repeat_interleave(per_prompt)
-                input_ids = input_ids.repeat_interleave(per_prompt, 0)
-                mask = mask.repeat_interleave(per_prompt, 0)
-                kwargs.update(num_return_sequences=1, past_key_values=cache)
-            else:
-                kwargs.update(position_ids=positions)
-            out = self.model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=positions,
+                **self._generate_kwargs(params),
+            )
         new = out[:, input_ids.shape[1] :].tolist()
+        per_prompt = 1 if params.greedy else params.n
         groups: list[list[Completion]] = []
         for p, seq in enumerate(seqs):
             rows = new[p * per_prompt : (p + 1) * per_prompt]
@@ -212,38 +194,50 @@ class HFBackend:
             groups.append(done * params.n if params.greedy else done)
         return groups
 
-    def _row_prefill(self, seqs: Sequence[Sequence[int]]) -> bool:
-        """On CPU, prefilling each prompt alone beats one padded batch (measured 1.5x: no padded
-        tokens, unmasked causal attention); decoding stays batched. GPUs prefill in one batch."""
+    def _continuous(self, seqs: Sequence[Sequence[int]]) -> bool:
+        """On CPU, continuous batching (:mod:`deepcritic.generation.continuous`): each prompt
+        prefilled alone after the shared prefix, rows refilled as others finish. GPUs prefill a
+        padded batch in one pass."""
         return (
             self.model.device.type == "cpu"
-            and len(seqs) > 1
+            and bool(seqs)
             and min(len(s) for s in seqs) > 1
             and getattr(self.model.config, "sliding_window", None) is None
         )
 
-    def _prefill_rows(self, seqs: Sequence[Sequence[int]]) -> Any:
-        """A left-padded batch KV cache holding every prompt but its last token, built row by row."""
-        import torch
-        from transformers import DynamicCache
+    def _generate_continuous(
+        self, seqs: Sequence[Sequence[int]], params: SamplingParams, bar: Any
+    ) -> list[list[Completion]]:
+        from transformers import StopStringCriteria
 
-        width = max(len(s) for s in seqs) - 1
-        keys: list[list[torch.Tensor]] = []
-        values: list[list[torch.Tensor]] = []
-        for seq in seqs:
-            ids = torch.tensor([list(seq[:-1])], device=self.model.device)
-            row = self.model(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
-            for i, layer in enumerate(row.layers):
-                if i == len(keys):
-                    keys.append([])
-                    values.append([])
-                pad = (0, 0, width - layer.keys.shape[2], 0)  # left-pad the sequence axis
-                keys[i].append(torch.nn.functional.pad(layer.keys, pad))
-                values[i].append(torch.nn.functional.pad(layer.values, pad))
-        cache = DynamicCache(config=self.model.config)
-        for i, (k, v) in enumerate(zip(keys, values, strict=True)):
-            cache.update(torch.cat(k), torch.cat(v), i)
-        return cache
+        copies = 1 if params.greedy else params.n
+        kwargs = self._generate_kwargs(params)
+        kwargs.update(num_return_sequences=1)  # rows are expanded by the batcher
+        del kwargs["max_new_tokens"]  # set per round
+        stop = StopStringCriteria(self.tokenizer, list(params.stop)) if params.stop else None
+        batcher = ContinuousBatcher(self.model, self.pad_id, self.eos_ids, kwargs, stop)
+        rows = batcher.run(
+            seqs,
+            copies=copies,
+            capacity=self.config.batch_size * copies,
+            max_new_tokens=params.max_tokens,
+            is_finished=lambda row: self._row_finished(row.generated, params),
+            on_prompt_done=lambda _: bar.update(1),
+        )
+        groups: list[list[Completion]] = []
+        for p, seq in enumerate(seqs):
+            done = [
+                self._finish(r.generated, len(seq), params)
+                for r in rows[p * copies : (p + 1) * copies]
+            ]
+            groups.append(done * params.n if params.greedy else done)
+        return groups
+
+    def _row_finished(self, generated: list[int], params: SamplingParams) -> bool:
+        """A row has ended: its budget is spent, it emitted EOS, or its text holds a stop string."""
+        if len(generated) >= params.max_tokens or any(t in self.eos_ids for t in generated):
+            return True
+        return bool(params.stop) and _first_stop(self._decode(generated), params.stop) >= 0
 
     def _finish(self, row: list[int], prompt_tokens: int, params: SamplingParams) -> Completion:
         """Cut one generated row at EOS / the first stop string; count its real tokens."""
