@@ -1,15 +1,23 @@
-"""HF backend: batched (length-sorted, left-padded, KV-cached) vs one prompt at a time.
+"""HF backend: batched (continuous batching on CPU) vs one prompt at a time.
 
 The same ProcessBench critique prompts (``prompting.critique_messages``) are decoded greedily
-both ways with each model; the script prints completion tokens/s for both, the speedup, and the
-fraction of prompts whose greedy outputs are identical. For every prompt whose outputs differ
-it prints where they diverge and the logit gap between the two competing tokens there: a gap
-near zero is a numerical tie (fp32 sums in a different order at a different batch shape), not
-a padding bug.
+both ways with each model, at each token budget; the script prints completion tokens/s for
+both, the speedup, and the fraction of prompts whose greedy outputs are identical. For every
+prompt whose outputs differ it prints where they diverge and the logit gap between the two
+competing tokens there: a gap near zero is a numerical tie (fp32 sums in a different order at
+a different batch shape), not a padding bug.
 
-    python benchmarks/bench_hf_batching.py --models tiny,default --max-tokens 64
+    python benchmarks/bench_hf_batching.py --models tiny,default --max-tokens 64,128,256
 
-``--decode-only`` also times a 1-token run and reports decode throughput without prefill.
+The default budget, 256 tokens, is what ``deepcritic eval`` gives a critique on CPU
+(``configs/evaluate.local.yaml``); the default batch size is ``BackendConfig``'s. The batched
+run is timed twice, before and after the one-at-a-time run, and their mean is reported, so a
+machine that speeds up or slows down meanwhile favours neither side (both runs must agree).
+
+``--decode-only`` also times a 1-token run (prefill and the first token) in both modes and
+reports decode throughput without it. Prefill is compute-bound on CPU and costs the same in
+both modes, except for the prompts' shared prefix, which the batched run prefills once: at
+short budgets it bounds the speedup.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,22 +104,48 @@ def divergence(backend: HFBackend, prompt: Prompt, a: str, b: str) -> dict[str, 
     return info
 
 
-def bench_model(model: str, prompts: list[Prompt], args: argparse.Namespace) -> dict[str, Any]:
+def bench_model(
+    model: str, prompts: list[Prompt], args: argparse.Namespace
+) -> Iterator[dict[str, Any]]:
+    """The figures of one model at each token budget, as each is measured."""
     config = BackendConfig(
         model=model, device=args.device, dtype=args.dtype, batch_size=args.batch_size
     )
     backend = HFBackend(config)
-    params = SamplingParams(max_tokens=args.max_tokens)  # greedy
     backend.generate(prompts[:2], SamplingParams(max_tokens=2))  # warm-up
-    batched = run_batched(backend, prompts, params)
+    for budget in args.max_tokens:
+        yield bench_budget(backend, prompts, budget, args)
+    backend.close()
+
+
+def bracketed(
+    backend: HFBackend, prompts: list[Prompt], params: SamplingParams
+) -> tuple[Timing, Timing, list[float]]:
+    """(batched, one at a time, both batched times): the one-at-a-time run between two batched
+    runs, whose mean is the batched time."""
+    before = run_batched(backend, prompts, params)
     single = run_single(backend, prompts, params)
+    after = run_batched(backend, prompts, params)
+    if before.texts != after.texts:
+        raise SystemExit("two batched greedy runs of the same prompts differ: not deterministic")
+    mean = Timing((before.seconds + after.seconds) / 2, before.completion_tokens, before.texts)
+    return mean, single, [before.seconds, after.seconds]
+
+
+def bench_budget(
+    backend: HFBackend, prompts: list[Prompt], budget: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    params = SamplingParams(max_tokens=budget)  # greedy
+    batched, single, batched_runs = bracketed(backend, prompts, params)
     same = [x == y for x, y in zip(batched.texts, single.texts, strict=True)]
     result: dict[str, Any] = {
-        "model": model,
+        "model": backend.config.model,
+        "max_tokens": budget,
         "batch_size": args.batch_size,
         "prompts": len(prompts),
         "prompt_tokens": sum(len(s) for s in backend.encode(prompts)),
         "batched_s": batched.seconds,
+        "batched_runs_s": batched_runs,
         "batched_tokens": batched.completion_tokens,
         "batched_tok_s": batched.tokens_per_second,
         "single_s": single.seconds,
@@ -126,7 +161,6 @@ def bench_model(model: str, prompts: list[Prompt], args: argparse.Namespace) -> 
     }
     if args.decode_only:
         result.update(decode_only(backend, prompts, batched, single))
-    backend.close()
     return result
 
 
@@ -154,10 +188,13 @@ def decode_only(
 
 def report(r: dict[str, Any]) -> None:
     print(
-        f"\n== {r['model']}: {r['prompts']} prompts, {r['prompt_tokens']} prompt tokens, batch {r['batch_size']}"
+        f"\n== {r['model']}: {r['prompts']} prompts, {r['prompt_tokens']} prompt tokens, "
+        f"max {r['max_tokens']} new tokens, batch {r['batch_size']}"
     )
+    runs = " and ".join(f"{t:.1f}" for t in r["batched_runs_s"])
     print(
         f"batched      {r['batched_s']:8.1f} s  {r['batched_tokens']:6d} tokens  {r['batched_tok_s']:8.1f} tok/s"
+        f"  (mean of {runs} s)"
     )
     print(
         f"one at a time{r['single_s']:8.1f} s  {r['single_tokens']:6d} tokens  {r['single_tok_s']:8.1f} tok/s"
@@ -188,8 +225,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="ProcessBench JSON file")
     parser.add_argument("--models", default="tiny,default", help="comma-separated model names")
     parser.add_argument("--n-prompts", type=int, default=32)
-    parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--max-tokens",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[256],
+        help="comma-separated token budgets (default: 256, the CPU budget of deepcritic eval)",
+    )
+    parser.add_argument("--batch-size", type=int, default=BackendConfig().batch_size)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument(
@@ -208,8 +250,9 @@ def main(argv: list[str] | None = None) -> None:
     prompts = load_prompts(args.data, args.n_prompts)
     results = []
     for model in [m.strip() for m in args.models.split(",") if m.strip()]:
-        results.append(bench_model(model, prompts, args))
-        report(results[-1])
+        for result in bench_model(model, prompts, args):
+            report(result)
+            results.append(result)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

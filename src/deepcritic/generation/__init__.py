@@ -31,7 +31,9 @@ class BackendConfig:
     # HF transformers
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto = bf16 on GPU, fp32 on CPU
-    batch_size: int = 16  # prompts per forward batch (length-sorted, left-padded)
+    # prompts decoding together: on GPU a length-sorted, left-padded batch; on CPU the rows of
+    # continuous batching (32 decode at 7 ms/token vs 10 at 16 with SmolLM2 on 2 cores)
+    batch_size: int = 32
     # vLLM offline engine
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.85
