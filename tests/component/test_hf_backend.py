@@ -278,6 +278,23 @@ def test_choose_matches_full_sequence_loglik(spiky: HFBackend) -> None:
     assert spiky.stats.extra["choose_prompts"] >= 4
 
 
+def test_row_choice_scores_equal_the_padded_batch(spiky: HFBackend) -> None:
+    """The CPU path (shared prefix once, each prompt alone) and the GPU path (one padded batch)
+    give the same choice log-likelihoods, with and without a shared prefix."""
+    system = "Check every calculation twice, then answer in one short sentence. " * 3
+    long_prefix = [
+        [{"role": "system", "content": system}, {"role": "user", "content": " ".join(WORDS[k:])}]
+        for k in range(4)
+    ]
+    choice_ids = [spiky.tokenizer(c, add_special_tokens=False)["input_ids"] for c in ["1}", "-1}"]]
+    for prompts in (PROMPTS[:4], long_prefix):
+        seqs = spiky.encode(prompts)
+        rows = spiky.score_choices(seqs, choice_ids)
+        padded = spiky._score_choices_padded(seqs, choice_ids)
+        for a, b in zip(rows, padded, strict=True):
+            assert all(math.isclose(x, y, abs_tol=1e-3) for x, y in zip(a, b, strict=True))
+
+
 def test_choose_prefers_the_greedy_continuation(spiky: HFBackend) -> None:
     prompts = [_prompt(k, "Step 1:") for k in range(5)]
     greedy = [g[0].text for g in spiky.generate(prompts, SamplingParams(max_tokens=1))]

@@ -134,17 +134,44 @@ class ContinuousBatcher:
 
     def forward_kv(self, tokens: Sequence[int], past: KV | None) -> KV:
         """Per layer (keys, values) of ``tokens`` (one sequence), continuing ``past`` if given."""
+        return self.forward(tokens, past, keep=1)[0] if tokens else list(past or [])
+
+    def forward(self, tokens: Sequence[int], past: KV | None, keep: int) -> tuple[KV, torch.Tensor]:
+        """(KV, log-probabilities of the next token at the last ``keep`` positions, (keep, V))."""
         import torch
         from transformers import DynamicCache
 
-        if not tokens:
-            return list(past or [])
         cache = DynamicCache(config=self.model.config)
         for i, (k, v) in enumerate(past or []):
             cache.update(k, v, i)
         ids = torch.tensor([list(tokens)], device=self.model.device)
-        out = self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        out = self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=keep)
+        kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        return kv, out.logits[0].float().log_softmax(-1)
+
+    def score_choices(
+        self, prompts: Sequence[Sequence[int]], choice_ids: Sequence[Sequence[int]]
+    ) -> list[list[float]]:
+        """Total log-probability of each choice after each prompt: the prompts' shared prefix
+        once, each prompt alone on top of it, each choice's tail after that prompt's cache."""
+        import torch
+
+        scores: list[list[float]] = []
+        with torch.inference_mode():
+            prefix = common_prefix([p[:-1] for p in prompts])
+            shared = self.forward_kv(prefix, None) if len(prefix) >= MIN_SHARED_PREFIX else None
+            skip = len(prefix) if shared is not None else 0
+            for prompt in prompts:
+                kv, first = self.forward(prompt[skip:], shared, keep=1)
+                row = []
+                for choice in choice_ids:
+                    total = float(first[-1, choice[0]])
+                    if len(choice) > 1:  # position j predicts choice token j + 1
+                        _, tail = self.forward(choice[:-1], kv, keep=len(choice) - 1)
+                        total += sum(float(tail[j, t]) for j, t in enumerate(choice[1:]))
+                    row.append(total)
+                scores.append(row)
+        return scores
 
     def static_cache(self, rows: Sequence[Row], width: int, capacity: int) -> Any:
         """A left-padded batch ``StaticCache`` holding each row's KV, right-aligned at ``width``.

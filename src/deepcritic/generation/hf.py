@@ -285,7 +285,8 @@ class HFBackend:
         start = time.perf_counter()
         ids = self.encode(prompts)
         picks = [0] * len(ids)
-        for batch in length_sorted_batches([len(s) for s in ids], self.config.batch_size):
+        whole = [list(range(len(ids)))] if self._continuous(ids) else None
+        for batch in whole or length_sorted_batches([len(s) for s in ids], self.config.batch_size):
             scores = self.score_choices([ids[i] for i in batch], choice_ids)
             for i, row in zip(batch, scores, strict=True):
                 picks[i] = max(range(len(row)), key=lambda k: (row[k], -k))
@@ -297,7 +298,19 @@ class HFBackend:
     def score_choices(
         self, seqs: Sequence[Sequence[int]], choice_ids: Sequence[Sequence[int]]
     ) -> list[list[float]]:
-        """Total log-probability of each choice (token ids) after each prompt (token ids)."""
+        """Total log-probability of each choice (token ids) after each prompt (token ids).
+
+        On CPU each prompt is prefilled alone after the prompts' shared prefix (the seed
+        stage's forced verdicts: 2x faster than one padded batch); on GPU in one padded batch.
+        """
+        if self._continuous(seqs):
+            batcher = ContinuousBatcher(self.model, self.pad_id, self.eos_ids, {})
+            return batcher.score_choices(seqs, choice_ids)
+        return self._score_choices_padded(seqs, choice_ids)
+
+    def _score_choices_padded(
+        self, seqs: Sequence[Sequence[int]], choice_ids: Sequence[Sequence[int]]
+    ) -> list[list[float]]:
         import torch
 
         device = self.model.device
