@@ -246,3 +246,16 @@ def test_empty_merged_critique_is_dropped(tmp_path: Path) -> None:
     result = run(cfg, ScriptedBackend(SeedTeacher(sols, script)))
     assert {r["id"] for r in sft_rows(cfg)} == {"b"}
     assert result.counts["total.filter.dropped.empty_critique"] == 1
+
+
+def test_max_critiqued_steps_skips_long_solutions_and_counts_them(tmp_path: Path) -> None:
+    # steps to critique: a 1 (first step wrong), b 3 (all right), c 2, d 3 (third step wrong)
+    sols = [sol("a", 0), sol("b", -1), sol("c", 1), sol("d", 2), sol("e", 0)]
+    cfg = make_config(tmp_path, sols, max_critiqued_steps=2, max_solutions=2)
+    result = run(cfg, ScriptedBackend(SeedTeacher(sols)))
+    assert result.counts["input.skipped.too_many_steps"] == 2
+    assert result.counts["input.used"] == 2  # max_solutions applies after the cut: a and c
+    ids = {r["id"] for r in load_records(shard_path(cfg.out_dir, 0, 1))}
+    assert ids == {"a", "c"}
+    with pytest.raises(ValueError, match="max_critiqued_steps"):
+        make_config(tmp_path, sols, max_critiqued_steps=0)

@@ -69,6 +69,9 @@ class SeedConfig:
     # cap on all-correct solutions whose initial critiques were already all right (issue default)
     balance_cap: int = 250
     max_solutions: int | None = None  # use only the first N input solutions (None = all)
+    # skip (and count) solutions with more steps to critique (up to the first wrong step, or
+    # all of them) than this: on a small budget, short solutions give the filter a chance
+    max_critiqued_steps: int | None = None
     shard: str = "0/1"  # "i/N": this worker handles shard i of N (by a stable hash of the id)
     mode: SeedMode = "all"
     chunk_size: int = 16  # solutions batched together; a kill loses at most this one chunk
@@ -85,6 +88,8 @@ class SeedConfig:
             raise ValueError(f"balance_cap must be >= 0, got {self.balance_cap}")
         if self.max_solutions is not None and self.max_solutions < 0:
             raise ValueError(f"max_solutions must be >= 0, got {self.max_solutions}")
+        if self.max_critiqued_steps is not None and self.max_critiqued_steps < 1:
+            raise ValueError(f"max_critiqued_steps must be >= 1, got {self.max_critiqued_steps}")
         parse_shard(self.shard)
 
 

@@ -28,6 +28,7 @@ from deepcritic.seed.store import (
     shard_path,
     write_atomic,
 )
+from deepcritic.seed.teacher import steps_to_critique
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,8 @@ class SeedResult:
 
 
 def load_inputs(config: SeedConfig, counts: Counter[str]) -> list[Solution]:
-    """Read the solutions (unique ids required), apply ``max_solutions``."""
+    """Read the solutions (unique ids required), apply ``max_critiqued_steps``, then
+    ``max_solutions``."""
     if not config.data:
         raise ValueError("data: path to the step-labelled solutions JSONL is required")
     report = LoadReport(config.data)
@@ -55,6 +57,17 @@ def load_inputs(config: SeedConfig, counts: Counter[str]) -> list[Solution]:
         if s.id in seen:
             raise DataError(config.data, None, "id", f"duplicate id {s.id!r} (solution #{n})")
         seen.add(s.id)
+    if config.max_critiqued_steps is not None:
+        short = [s for s in solutions if steps_to_critique(s) <= config.max_critiqued_steps]
+        counts["input.skipped.too_many_steps"] += len(solutions) - len(short)
+        log.info(
+            "%s: %d of %d solutions have more than %d steps to critique (skipped)",
+            config.data,
+            len(solutions) - len(short),
+            len(solutions),
+            config.max_critiqued_steps,
+        )
+        solutions = short
     if config.max_solutions is not None:
         solutions = solutions[: config.max_solutions]
     counts["input.used"] += len(solutions)
