@@ -158,9 +158,7 @@ class ContinuousBatcher:
 
         scores: list[list[float]] = []
         with torch.inference_mode():
-            prefix = common_prefix([p[:-1] for p in prompts])
-            shared = self.forward_kv(prefix, None) if len(prefix) >= MIN_SHARED_PREFIX else None
-            skip = len(prefix) if shared is not None else 0
+            shared, skip = self.shared_prefix(prompts)
             for prompt in prompts:
                 kv, first = self.forward(prompt[skip:], shared, keep=1)
                 row = []
@@ -231,6 +229,16 @@ class ContinuousBatcher:
 
     # ---------------------------------------------------------------- scheduler
 
+    def shared_prefix(self, prompts: Sequence[Sequence[int]]) -> tuple[KV | None, int]:
+        """(KV of the prompts' common prefix, its length), or (None, 0) when it is too short.
+
+        The prefix never includes a prompt's last token, which the caller always feeds itself.
+        """
+        prefix = common_prefix([p[:-1] for p in prompts])
+        if len(prefix) < MIN_SHARED_PREFIX:
+            return None, 0
+        return self.forward_kv(prefix, None), len(prefix)
+
     def run(
         self,
         prompts: Sequence[Sequence[int]],
@@ -248,40 +256,41 @@ class ContinuousBatcher:
         import torch
 
         with torch.inference_mode():  # no autograd graph: it would keep every activation alive
-            return self._run(prompts, copies, capacity, max_new_tokens, is_finished, on_prompt_done)
+            shared, skip = self.shared_prefix(prompts)
+            queue = deque(sorted(range(len(prompts)), key=lambda p: (-len(prompts[p]), p)))
+            capacity = max(capacity, copies)
+            active: list[Row] = []
+            finished: dict[int, Row] = {}
+            while queue or active:
+                while queue and len(active) + copies <= capacity:
+                    p = queue.popleft()
+                    kv = self.forward_kv(prompts[p][skip:-1], shared)
+                    active += [Row(p * copies + c, list(prompts[p]), kv) for c in range(copies)]
+                budget = min(ROUND_TOKENS, *(max_new_tokens - len(r.generated) for r in active))
+                # refill as soon as a row finishes; with no one waiting, shrink the batch once a
+                # quarter of it has finished (a rebuild costs about one decode step)
+                self.decode_round(
+                    active, budget, end_after=1 if queue else max(1, len(active) // 4)
+                )
+                active = self._retire(active, finished, copies, is_finished, on_prompt_done)
+            return [finished[i] for i in range(len(prompts) * copies)]
 
-    def _run(
-        self,
-        prompts: Sequence[Sequence[int]],
+    @staticmethod
+    def _retire(
+        active: list[Row],
+        finished: dict[int, Row],
         copies: int,
-        capacity: int,
-        max_new_tokens: int,
         is_finished: Callable[[Row], bool],
         on_prompt_done: Callable[[int], None] | None,
     ) -> list[Row]:
-        prefix = common_prefix([p[:-1] for p in prompts])
-        shared = self.forward_kv(prefix, None) if len(prefix) >= MIN_SHARED_PREFIX else None
-        skip = len(prefix) if shared is not None else 0
-        queue = deque(sorted(range(len(prompts)), key=lambda p: (-len(prompts[p]), p)))
-        capacity = max(capacity, copies)
-        active: list[Row] = []
-        finished: dict[int, Row] = {}
-        while queue or active:
-            while queue and len(active) + copies <= capacity:
-                p = queue.popleft()
-                kv = self.forward_kv(prompts[p][skip:-1], shared)
-                active += [Row(p * copies + c, list(prompts[p]), kv) for c in range(copies)]
-            budget = min(ROUND_TOKENS, *(max_new_tokens - len(r.generated) for r in active))
-            # refill as soon as a row finishes; with no one waiting, shrink the batch once a
-            # quarter of it has finished (a rebuild costs about one decode step)
-            self.decode_round(active, budget, end_after=1 if queue else max(1, len(active) // 4))
-            for row in active:
-                row.done = is_finished(row)
-                if row.done:
-                    row.kv = []  # views into the round's batch cache: let it go
-                    finished[row.request] = row
-                    p = row.request // copies
-                    if on_prompt_done and all(p * copies + c in finished for c in range(copies)):
-                        on_prompt_done(p)
-            active = [r for r in active if not r.done]
-        return [finished[i] for i in range(len(prompts) * copies)]
+        """Move the rows that have ended into ``finished``; return the ones still decoding."""
+        for row in active:
+            row.done = is_finished(row)
+            if not row.done:
+                continue
+            row.kv = []  # views into the round's batch cache: let it go
+            finished[row.request] = row
+            p = row.request // copies
+            if on_prompt_done and all(p * copies + c in finished for c in range(copies)):
+                on_prompt_done(p)
+        return [r for r in active if not r.done]
