@@ -11,8 +11,9 @@
   batched (:mod:`deepcritic.generation.continuous`): the prompts' common prefix is prefilled
   once, each prompt alone after it, and up to ``config.batch_size`` prompts decode together,
   a waiting prompt taking the place of each one that finishes.
-* ``choose`` scores every choice by its total log-likelihood after the prompt: one forward pass
-  over the prompts fills the KV cache, which is repeated per choice for the choice tokens.
+* ``choose`` scores every choice by its total log-likelihood after the prompt: the prompts' KV
+  cache is filled once (on GPU one padded pass per batch, on CPU each prompt alone after the
+  shared prefix) and reused for every choice's tokens.
 """
 
 from __future__ import annotations
@@ -214,7 +215,10 @@ class HFBackend:
         kwargs = self._generate_kwargs(params)
         kwargs.update(num_return_sequences=1)  # rows are expanded by the batcher
         del kwargs["max_new_tokens"]  # set per round
-        stop = StopStringCriteria(self.tokenizer, list(params.stop)) if params.stop else None
+        # the round's own stopping criterion checks the stop strings: generate must not as well
+        stops = kwargs.pop("stop_strings", None)
+        kwargs.pop("tokenizer", None)
+        stop = StopStringCriteria(self.tokenizer, stops) if stops else None
         batcher = ContinuousBatcher(self.model, self.pad_id, self.eos_ids, kwargs, stop)
         rows = batcher.run(
             seqs,
@@ -285,8 +289,11 @@ class HFBackend:
         start = time.perf_counter()
         ids = self.encode(prompts)
         picks = [0] * len(ids)
-        whole = [list(range(len(ids)))] if self._continuous(ids) else None
-        for batch in whole or length_sorted_batches([len(s) for s in ids], self.config.batch_size):
+        if self._continuous(ids):  # all prompts in one call: their shared prefix is prefilled once
+            batches = [list(range(len(ids)))]
+        else:
+            batches = length_sorted_batches([len(s) for s in ids], self.config.batch_size)
+        for batch in batches:
             scores = self.score_choices([ids[i] for i in batch], choice_ids)
             for i, row in zip(batch, scores, strict=True):
                 picks[i] = max(range(len(row)), key=lambda k: (row[k], -k))
