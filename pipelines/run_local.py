@@ -20,7 +20,6 @@ import json
 import os
 import sys
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +29,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # Running this file puts pipelines/ first on sys.path, where deepcritic.py would shadow the
-# deepcritic package: drop it.
+# deepcritic package: drop it, and import topology.py from here by path.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "pipelines"]
+sys.path.append(str(ROOT / "pipelines"))
 
 from deepcritic import tracking  # noqa: E402
 from deepcritic.config import ConfigError  # noqa: E402
@@ -42,8 +42,8 @@ from deepcritic.runtime import PROFILES, pipeline_arguments  # noqa: E402
 class LocalConfig:
     profile: str = "local"  # tiny (random model, ~1 min) | local (SmolLM2-135M, <= 15 min)
     pipeline: str = "pipelines/deepcritic.yaml"  # the compiled pipeline (run as compiled)
-    work_dir: str = "outputs/local"  # pipeline root, MLflow store and artifacts go under here
-    tracking_uri: str | None = None  # None = sqlite:///<work_dir>/mlflow.db
+    work_dir: str = "outputs/local"  # pipeline root, MLflow server store, run volume, cluster
+    tracking_uri: str | None = None  # None = start a local `mlflow server` (HTTP) for the run
     arguments: dict[str, Any] = field(default_factory=dict)  # override pipeline parameters
 
 
@@ -56,6 +56,9 @@ class LocalResult:
     arguments: dict[str, Any]
     model_version: str | None = None
     champion_version: str | None = None
+    reopen: str = ""  # the command that reopens the MLflow server on this run's store
+    work_dir: str = ""
+    store_uri: str = ""  # the server's backend store, to read results after it stopped
 
 
 def _pipeline_file(path: str) -> Path:
@@ -85,37 +88,29 @@ def _env(values: dict[str, str]) -> Iterator[None]:
 
 
 def run(config: LocalConfig) -> LocalResult:
-    """Run the compiled pipeline with kfp.local under one parent MLflow run."""
-    from kfp import components, local
+    """Run the compiled pipeline with kfp.local in the cluster's topology (see topology.py)."""
+    from local_topology import LocalTopology
 
     pipeline = _pipeline_file(config.pipeline)
-    work = Path(config.work_dir).resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    uri = config.tracking_uri or f"sqlite:///{work / 'mlflow.db'}"
     args = pipeline_arguments(config.profile, config.arguments)
-    env = {"MLFLOW_TRACKING_URI": uri, "DEEPCRITIC_ARTIFACT_ROOT": str(work / "mlartifacts"),
-           "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}  # fmt: skip
     start = time.monotonic()
-    with _env(env):
-        os.environ.pop(tracking.PARENT_ENV, None)
-        with tracking.stage_run("pipeline", tracking_uri=uri) as parent:
-            parent.log_params({"profile": config.profile, **args})
-            parent.log_artifact(pipeline, "pipeline")
-            parent.set_tags({"deepcritic.pipeline": str(pipeline)})
-            with _env({tracking.PARENT_ENV: str(parent.run_id)}), warnings.catch_warnings():
-                # base_image is for the cluster; the local runner uses this Python on purpose
-                warnings.filterwarnings("ignore", message=".*non-Python base image.*")
-                local.init(
-                    runner=local.SubprocessRunner(use_venv=False),
-                    pipeline_root=str(work / "pipeline_root"),
-                    raise_on_error=True,
-                )
-                components.load_component_from_file(str(pipeline))(**args)
-            seconds = time.monotonic() - start
-            parent.log_metrics({"pipeline_seconds": seconds})
-        version, champion = _registry_state(uri, str(args.get("registry_model_name", "deepcritic")))
-    return LocalResult(str(parent.run_id), uri, str(work / "pipeline_root"), seconds, args,
-                       version, champion)  # fmt: skip
+    with LocalTopology(Path(config.work_dir).resolve(), config.tracking_uri) as topo:
+        uri = topo.tracking_uri
+        with _env(topo.env()):
+            os.environ.pop(tracking.PARENT_ENV, None)
+            with tracking.stage_run("pipeline", tracking_uri=uri) as parent:
+                parent.log_params({"profile": config.profile, **args})
+                parent.log_artifact(pipeline, "pipeline")
+                parent.set_tags({"deepcritic.pipeline": str(pipeline), "kfp.run_id": topo.run_id})
+                with _env({tracking.PARENT_ENV: str(parent.run_id)}):
+                    topo.run_pipeline(pipeline, args)
+                seconds = time.monotonic() - start
+                parent.log_metrics({"pipeline_seconds": seconds})
+            name = str(args.get("registry_model_name", "deepcritic"))
+            version, champion = _registry_state(uri, name)
+    return LocalResult(str(parent.run_id), uri, str(topo.pipeline_root), seconds, args,
+                       version, champion, topo.reopen_command(), str(topo.work),
+                       topo.store_uri)  # fmt: skip
 
 
 def _registry_state(uri: str, name: str) -> tuple[str | None, str | None]:
@@ -132,28 +127,37 @@ def _registry_state(uri: str, name: str) -> tuple[str | None, str | None]:
     return latest, champion
 
 
-def _endpoint(pipeline_root: str) -> str | None:
-    outs = sorted(Path(pipeline_root).glob("*/deploy/executor_output.json"), key=os.path.getmtime)
+def deploy_output(pipeline_root: str) -> dict[str, Any] | None:
+    """What the deploy task returned (pinned model URI, endpoint URL, the smoke answer)."""
+    outs = sorted(Path(pipeline_root).glob("*/deploy*/executor_output.json"), key=os.path.getmtime)
     if not outs:
         return None
-    params = json.loads(outs[-1].read_text()).get("parameterValues", {})
-    answer = params.get("Output")
-    return str(json.loads(answer)["endpoint"]) if answer else None
+    answer = json.loads(outs[-1].read_text()).get("parameterValues", {}).get("Output")
+    return dict(json.loads(answer)) if answer else None
 
 
 def summary(result: LocalResult) -> str:
     name = result.arguments.get("registry_model_name", "deepcritic")
-    store = result.tracking_uri
+    deployed = deploy_output(result.pipeline_root)
+    served = (
+        f"{deployed['model_uri']} answered at {deployed['url']} (stopped; serve it again: "
+        f"deepcritic serve --model-uri {deployed['model_uri']})"
+        if deployed else "not deployed (not promoted)"
+    )  # fmt: skip
     lines = [
         f"pipeline finished in {result.seconds:.0f} s (profile {result.arguments.get('profile')})",
-        f"MLflow store:      {store}   (browse: mlflow ui --backend-store-uri {store})",
+        f"MLflow server:     {result.tracking_uri} (stopped; reopen: {result.reopen})",
         f"parent run:        {result.parent_run_id} (stage runs nested under it)",
         f"pipeline outputs:  {result.pipeline_root}",
         f"model version:     {name} v{result.model_version}",
         f"@champion:         v{result.champion_version}  (models:/{name}@champion)",
-        f"served endpoint:   {_endpoint(result.pipeline_root) or 'not deployed (not promoted)'}",
+        f"served:            {served}",
     ]
     return "\n".join(lines)
+
+
+# The rehearsal: the tiny profile with the cluster's launchers (TrainJob stand-in) and deploy.
+REHEARSAL: dict[str, Any] = {"sft_launcher": "trainjob", "grpo_launcher": "trainjob"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,7 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default="local", choices=PROFILES, help="pipeline.<profile>.yaml")
     p.add_argument("--pipeline", default="pipelines/deepcritic.yaml", help="compiled pipeline")
     p.add_argument("--work-dir", default="outputs/local", help="pipeline root + MLflow store")
-    p.add_argument("--tracking-uri", default=None, help="default: sqlite:///<work-dir>/mlflow.db")
+    p.add_argument("--tracking-uri", default=None, help="default: a local mlflow server (HTTP)")
+    p.add_argument(
+        "--rehearse",
+        action="store_true",
+        help="the cluster rehearsal: tiny model, training through the TrainJob path",
+    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a parameter")
     args = p.parse_args(argv)
     extra = {}
@@ -173,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         if not sep:
             raise ConfigError(f"--set {item!r} must look like key=value")
         extra[key] = yaml.safe_load(value)
-    profile = "tiny" if args.tiny else args.profile
+    profile = "tiny" if (args.tiny or args.rehearse) else args.profile
+    if args.rehearse:
+        extra = {**REHEARSAL, **extra}
     result = run(LocalConfig(profile=profile, pipeline=args.pipeline, work_dir=args.work_dir,
                              tracking_uri=args.tracking_uri, arguments=extra))  # fmt: skip
     print(summary(result), flush=True)

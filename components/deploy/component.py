@@ -1,5 +1,6 @@
-"""deploy: serve the champion. ``target=kserve`` applies the critic InferenceService (canary) on the
-cluster; ``target=local`` starts ``deepcritic serve`` here, answers one critique request, stops."""
+"""deploy: roll the champion out as the critic InferenceService (pinned version, canary, wait for
+Ready, promote or roll back), through :mod:`deepcritic.platform.deploy`. On a cluster it talks to
+the API server; in the rehearsal to the local stand-in, which runs ``deepcritic serve``."""
 
 from kfp import dsl
 
@@ -8,15 +9,23 @@ from deepcritic.images import image
 
 @dsl.component(base_image=image("pipeline-base"), install_kfp_package=False)
 def deploy(
-    model_name: str, target: str, namespace: str, canary_percent: int, serve_profile: str
+    model_name: str,
+    namespace: str,
+    canary_percent: int,
+    serve_profile: str,
+    ready_timeout_s: int,
+    smoke_request: bool,
 ) -> str:
-    """Returns the endpoint URL (local: the URL it answered on before shutting down)."""
-    from deepcritic.runtime import deploy_kserve, deploy_local, ensure_parent_run
+    """Returns the rollout as JSON: pinned model URI, previous one, endpoint URL, smoke answer."""
+    from deepcritic.platform.cluster import current
+    from deepcritic.platform.deploy import DeploySpec, rollout
+    from deepcritic.runtime import ensure_parent_run
+    from deepcritic.tracking import registry_client
 
     ensure_parent_run()
-    uri = f"models:/{model_name}@champion"
-    if target == "local":
-        return deploy_local(uri, serve_profile)
-    if target == "kserve":
-        return deploy_kserve(uri, namespace, canary_percent)
-    raise ValueError(f"deploy_target must be local or kserve, got {target!r}")
+    spec = DeploySpec(model_name=model_name, serve_profile=serve_profile,
+                      canary_percent=canary_percent, ready_timeout_s=float(ready_timeout_s),
+                      smoke_request=smoke_request)  # fmt: skip
+    result = rollout(current(namespace), spec, registry_client())
+    print(f"deployed {result.model_uri} at {result.url}; answer: {result.response}", flush=True)
+    return result.to_json()

@@ -24,15 +24,22 @@ def seed_critiques(
     shard_out: Output[Dataset],
 ) -> int:
     """Generate one shard's critiques into ``shard_out`` (a folder); returns critiques kept."""
+    import shutil
+
+    from deepcritic.platform.storage import has_run_volume, run_dir
     from deepcritic.runtime import ensure_parent_run, stage_config
     from deepcritic.seed.config import SeedConfig
     from deepcritic.seed.stage import run
 
     ensure_parent_run()
-    extra = [f"data={data.path}", f"out_dir={shard_out.path}", f"shard={shard}", "mode=generate"]
+    # On the run volume a retried shard resumes where it stopped; the task output gets a copy.
+    out = str(run_dir("seed", shard.replace("/", "-of-"))) if has_run_volume() else shard_out.path
+    extra = [f"data={data.path}", f"out_dir={out}", f"shard={shard}", "mode=generate"]
     if teacher_model:
         extra.append(f"generation.model={teacher_model}")
     result = run(stage_config(SeedConfig, "seed", profile, [*overrides, *extra]))
+    if out != shard_out.path:
+        shutil.copytree(out, shard_out.path, dirs_exist_ok=True)
     shard_out.metadata.update({"shard": shard, **result.counts})
     return int(result.counts.get("run.kept", 0))
 

@@ -5,6 +5,8 @@
   loader, into a cached HF checkpoint (safetensors + tokenizer + chat template).
 * ``tiny``: a random 2-layer Llama with the same tokenizer, built in-process in seconds: for tests
   and the ``--tiny`` profile.
+* a URI (``hf://org/repo``, ``s3://``, ``gs://``, ``https://``): fetched once into the run volume's
+  cache (:func:`deepcritic.platform.storage.fetch`), then loaded from there.
 * anything else: a local checkpoint folder, or a hub id (loaded by transformers, needs network).
 
 Safety: safetensors only, ``trust_remote_code`` off unless the caller opts in.
@@ -138,6 +140,10 @@ def resolve_model(name: str) -> str:
         return str(smollm2_checkpoint())
     if name.lower() == TINY_MODEL:
         return str(tiny_checkpoint())
+    if "://" in name and not name.startswith(("models:/", "runs:/")):
+        from deepcritic.platform.storage import fetch  # hf:// s3:// gs:// https:// file://
+
+        return str(fetch(name))
     return name
 
 

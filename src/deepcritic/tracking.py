@@ -34,14 +34,27 @@ def resolve_tracking_uri(uri: str | None = None) -> str | None:
     return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+def _artifact_location(mlflow: Any) -> str | None:
+    """Where a new experiment keeps artifacts.
+
+    A tracking *server* (``http(s)://``) decides itself: its ``--default-artifact-root`` or its
+    proxied store (``mlflow-artifacts:/``), so every pod and KServe read the same bytes. Never a
+    ``file://`` path of the client's own disk. Only a local store (SQLite/file, the laptop) gets
+    ``$DEEPCRITIC_ARTIFACT_ROOT`` or ``./mlartifacts``.
+    """
+    explicit = os.environ.get("DEEPCRITIC_ARTIFACT_ROOT")
+    if str(mlflow.get_tracking_uri()).startswith(("http://", "https://", "databricks")):
+        return explicit if explicit and "://" in explicit else None
+    root = explicit or str(Path.cwd() / "mlartifacts")
+    return root if "://" in root else Path(root).resolve().as_uri()
+
+
 def _experiment_id(mlflow: Any, name: str) -> str:
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
         return str(exp.experiment_id)
-    root = os.environ.get("DEEPCRITIC_ARTIFACT_ROOT") or str(Path.cwd() / "mlartifacts")
-    location = root if "://" in root else Path(root).resolve().as_uri()
     try:
-        return str(mlflow.create_experiment(name, artifact_location=location))
+        return str(mlflow.create_experiment(name, artifact_location=_artifact_location(mlflow)))
     except Exception:  # created concurrently by another stage
         return str(mlflow.get_experiment_by_name(name).experiment_id)
 
@@ -123,3 +136,13 @@ def stage_run(
             tracker.log_params(to_dict(config))
         log.info("MLflow run %s (%s) at %s", run.info.run_id, stage, uri)
         yield tracker
+
+
+def registry_client(uri: str | None = None) -> Any:
+    """An ``MlflowClient`` for tracking and the model registry (same server)."""
+    resolved = resolve_tracking_uri(uri)
+    if resolved is None:
+        raise RuntimeError("tracking_uri: the model registry needs MLflow tracking (it is 'off')")
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=resolved, registry_uri=resolved)

@@ -1,4 +1,6 @@
-"""The compiled pipeline end to end with kfp.local on the tiny profile (`pipelines/run_local.py --tiny`)."""
+"""The compiled pipeline end to end with kfp.local on the tiny profile (`pipelines/run_local.py --tiny`),
+in the cluster's topology (pipelines/local_topology.py): MLflow server over HTTP, a fresh folder and
+HOME per task, the run volume as the only shared disk, deploy through the local KServe stand-in."""
 
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ def test_local_tiny_pipeline_registers_and_promotes(
     assert result.model_version == "1"
     assert result.champion_version == "1"  # first version, no champion before: the alias moved
 
-    client = MlflowClient(result.tracking_uri, result.tracking_uri)
+    client = MlflowClient(result.store_uri, result.store_uri)  # the server has stopped
     mv = client.get_model_version_by_alias("deepcritic", "champion")
     assert "metric.avg_f1" in mv.tags and mv.tags["base_model"] == "tiny"
     assert mv.tags["deepcritic.promotion.decision"] == "promoted"
@@ -45,9 +47,22 @@ def test_local_tiny_pipeline_registers_and_promotes(
               if r.data.tags.get("mlflow.parentRunId") == result.parent_run_id}  # fmt: skip
     assert {"prepare", "seed", "sft", "grpo", "evaluate", "register"} <= stages
 
+    # cluster topology: MLflow only over HTTP, its artifacts only in the server's own store
+    assert result.tracking_uri.startswith("http://127.0.0.1:")
+    work = Path(result.work_dir)
+    assert list((work / "mlflow" / "artifacts").rglob("model.safetensors"))
+    tasks = work / "tasks"
+    assert not list(tasks.rglob("mlflow.db")) and not list(tasks.rglob("mlartifacts"))
+    assert len(list(tasks.glob("*/task-*"))) >= 10  # a fresh folder (and HOME) per task
+    # deploy pinned the version, a fresh `deepcritic serve` loaded it through models:/ and answered
     outs = list(Path(result.pipeline_root).glob("*/deploy/executor_output.json"))
     assert len(outs) == 1
     served = json.loads(json.loads(outs[0].read_text())["parameterValues"]["Output"])
+    assert served["model_uri"] == "models:/deepcritic/1" and served["previous_uri"] is None
     assert "first_error_step" in served["response"]
+    isvc = json.loads(
+        (work / "cluster" / "objects" / "inferenceservice" / "deepcritic.json").read_text()
+    )
+    assert isvc["spec"]["predictor"]["model"]["args"] == ["--model-uri=models:/deepcritic/1"]
     text = summary(result)
-    assert "@champion:         v1" in text and served["endpoint"] in text
+    assert "@champion:         v1" in text and served["url"] in text

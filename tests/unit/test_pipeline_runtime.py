@@ -23,7 +23,7 @@ def test_stage_config_layers_preset_and_overrides() -> None:
 def test_pipeline_arguments_profiles() -> None:
     tiny = runtime.pipeline_arguments("tiny", {"seed_num_shards": 3})
     assert tiny["base_model"] == "tiny" and tiny["seed_num_shards"] == 3
-    assert runtime.pipeline_arguments("paper")["deploy_target"] == "kserve"
+    assert runtime.pipeline_arguments("paper")["sft_launcher"] == "trainjob"
     with pytest.raises(ConfigError, match="profile"):
         runtime.pipeline_arguments("huge")
 
@@ -47,12 +47,3 @@ def test_trainjob_manifest() -> None:
     assert m["spec"]["trainer"]["numNodes"] == 2 and m["spec"]["trainer"]["image"] == "img:1"
     script = m["spec"]["trainer"]["args"][0]
     assert "model: x" in script and "-m deepcritic.cli sft --config /tmp/sft.yaml" in script
-
-
-def test_isvc_patch_canary() -> None:
-    patch = runtime.isvc_patch("models:/deepcritic/3", 10)
-    pred = patch["spec"]["predictor"]
-    assert pred["canaryTrafficPercent"] == 10
-    assert pred["model"]["args"] == ["--model-uri=models:/deepcritic/3"]
-    with pytest.raises(ValueError, match="canary"):
-        runtime.isvc_patch("models:/x/1", 101)

@@ -25,6 +25,10 @@ def _docs() -> list[dict[str, Any]]:
     docs = []
     for name in kust["resources"]:
         docs.extend(d for d in yaml.safe_load_all((SERVING / name).read_text()) if d)
+    # the InferenceService is created by the pipeline's deploy step, pinned to a version
+    from deepcritic.platform.deploy import DeploySpec, isvc_manifest
+
+    docs.append(isvc_manifest(DeploySpec(), "models:/deepcritic/1"))
     return docs
 
 
@@ -103,7 +107,7 @@ def test_every_flag_is_a_serve_config_field() -> None:
     args = build_parser().parse_args(["serve", *argv])
     config = config_from_args(ServeConfig, args)
     assert config.host == "0.0.0.0" and config.generation.kind == "vllm"
-    assert config.model_uri == "models:/deepcritic@champion"
+    assert config.model_uri == "models:/deepcritic/1"  # pinned, never the moving alias
     assert config.openai_enabled
 
 

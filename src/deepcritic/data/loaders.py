@@ -219,10 +219,19 @@ def _split_spec(spec: str) -> tuple[str, str]:
     kind, sep, rest = spec.partition(":")
     known = ("processbench-slice", "processbench", "mrgsm8k", "prm800k", "champ", "jsonl")
     if sep and kind.lower() in known:
-        return kind.lower(), rest
+        return kind.lower(), _fetched(rest)
     if spec.lower() in known:
         return spec.lower(), ""
-    return "", spec
+    return "", _fetched(spec)
+
+
+def _fetched(arg: str) -> str:
+    """A URI (hf://datasets/..., s3://, gs://, https://) -> its local copy, fetched once."""
+    if "://" not in arg:
+        return arg
+    from deepcritic.platform.storage import fetch
+
+    return str(fetch(arg))
 
 
 def _processbench_default(split: str) -> str:

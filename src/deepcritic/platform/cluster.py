@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ class Conflict(RuntimeError):
     """The object already exists (create) or changed underneath (patch)."""
 
 
+@runtime_checkable
 class Cluster(Protocol):
     """What the pipeline's tasks do with Kubernetes objects (one namespace)."""
 
@@ -317,7 +318,9 @@ class LocalCluster:
 
 def default_controllers() -> dict[str, Controller]:
     """The rehearsal's operators: KServe (``deepcritic serve``) and Kubeflow Trainer (workers)."""
-    controllers: dict[str, Controller] = {}
+    from deepcritic.platform.local_serving import LocalKServe
+
+    controllers: dict[str, Controller] = {"InferenceService": LocalKServe()}
     try:
         from deepcritic.platform.local_trainer import LocalTrainer  # type: ignore[import-not-found,unused-ignore]
 
