@@ -160,8 +160,9 @@ def format_messages(solution: Solution, bodies: Sequence[str]) -> list[dict[str,
 
 
 def roundtrip_ok(solution: Solution, assistant: str) -> bool:
-    """The final text must parse back (one grader) to the label and to every step verdict."""
-    judgment = grader.parse_critique(assistant)
+    """The final text must parse back (one grader, strict mode: the reward's reading) to the label
+    and to every step verdict."""
+    judgment = grader.parse_critique(assistant, strict=True)
     wanted = [expected_verdict(solution, j) == 1 for j in range(steps_to_critique(solution))]
     got = [v.correct for v in judgment.verdicts]
     return grader.is_match(judgment.label, solution.label) and got == wanted
