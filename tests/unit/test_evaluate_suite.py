@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.support.scripted_backend import ScriptedBackend
 
 from deepcritic import evaluate
 from deepcritic.config import ConfigError, load_config
 from deepcritic.evaluate import Benchmark, EvalConfig, parse_benchmark, settings_key
 from deepcritic.generation import BackendConfig, Completion, Prompt, SamplingParams
 from deepcritic.grader import render_answer
-from tests.support.scripted_backend import ScriptedBackend
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "data"
 MRGSM8K = FIXTURES / "mrgsm8k_released_format.json"
