@@ -149,6 +149,7 @@ def test_drop_counts_reach_mlflow(
     import mlflow
 
     result = _run(tmp_path, monkeypatch, samples=8, tracking_uri=None)
+    assert result.run_id is not None
     metrics = mlflow.get_run(result.run_id).data.metrics
     assert metrics["mrgsm8k.samples_dropped"] == 60 and metrics["mrgsm8k.load_skipped"] == 0
     assert metrics["mrgsm8k.n"] == 12
