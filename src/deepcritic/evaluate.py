@@ -25,6 +25,7 @@ import argparse
 import hashlib
 import json
 import logging
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from deepcritic.scoring import (
 from deepcritic.tracking import Tracker, stage_run
 
 log = logging.getLogger(__name__)
+_NAME = re.compile(r"^[\w.\-]+$")
 
 
 @dataclass(frozen=True)
@@ -74,13 +76,22 @@ def parse_benchmark(entry: Any, where: str = "benchmarks") -> Benchmark:
                 f"{where}: expected {{name, source}} with a non-empty source, got {dict(entry)!r}"
             )
         name = entry.get("name") or bench_name(source)
-        return Benchmark(str(name).strip(), source.strip())
+        return _checked(Benchmark(str(name).strip(), source.strip()), where)
     if isinstance(entry, str) and entry.strip():
         name, sep, source = entry.strip().partition("=")
         if sep and name.strip() and source.strip():
-            return Benchmark(name.strip(), source.strip())
+            return _checked(Benchmark(name.strip(), source.strip()), where)
         return Benchmark(bench_name(entry.strip()), entry.strip())
     raise ValueError(f"{where}: expected a source spec, name=source or a mapping, got {entry!r}")
+
+
+def _checked(bench: Benchmark, where: str) -> Benchmark:
+    if not _NAME.match(bench.name):
+        raise ValueError(
+            f"{where}.name: {bench.name!r} must be letters, digits, '.', '_' or '-' "
+            "(it names the predictions file and the metrics)"
+        )
+    return bench
 
 
 @dataclass
@@ -214,7 +225,7 @@ def predict_rows(
     return rows
 
 
-def drop_counts(rows: list[dict[str, Any]], config: EvalConfig) -> dict[str, int]:
+def drop_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
     """Per benchmark: samples dropped from votes, unreadable items, truncated samples."""
     samples = sum(len(r["outputs"]) for r in rows)
     votes = sum(int(r.get("votes", len(r["outputs"]))) for r in rows)
@@ -281,7 +292,7 @@ def _evaluate_one(
         rows = predict_rows(backend_box[0], records, config, desc=f"critique {bench.name}")
         write_jsonl(path, ({**r, "settings": key} for r in rows))
     metrics = compute_metrics([r["label"] for r in rows], [r["prediction"] for r in rows])
-    counts = {"load_skipped": report.skipped, **drop_counts(rows, config)}
+    counts = {"load_skipped": report.skipped, **drop_counts(rows)}
     log.info(
         "%s: %d items (%d skipped at load), F1 %.2f; %s",
         bench.name,

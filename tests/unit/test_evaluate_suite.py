@@ -30,6 +30,8 @@ def test_benchmark_entries_in_every_shape() -> None:
     )
     with pytest.raises(ValueError, match=r"benchmarks\[1\]"):
         EvalConfig(benchmarks=["a", {"name": "x"}])
+    with pytest.raises(ValueError, match=r"benchmarks\[0\]\.name: 'a/b'"):
+        EvalConfig(benchmarks=["a/b=processbench:gsm8k"])
     with pytest.raises(ValueError, match="unique"):
         EvalConfig(benchmarks=["x=a", "x=b"])
 
