@@ -1,9 +1,22 @@
 """``deepcritic eval``: run a critic on step-labelled benchmarks and score it (ProcessBench formula).
 
+The suite is a list of benchmarks, each a name and its data source (any
+:func:`deepcritic.data.loaders.load_solutions` spec: a local file, ``processbench:<split>``, the
+bundled slices). In YAML an entry is ``{name: mrgsm8k, source: "mrgsm8k:/data/test.json"}``; on the
+command line (and from the pipeline) ``name=source`` or a bare source (the name is derived from it):
+``--benchmarks mrgsm8k=mrgsm8k:/data/test.json,processbench:gsm8k``. The paper preset lists the
+paper's six: ProcessBench's four splits, MR-GSM8K and the PRM800K test set.
+
+Single critiques are read in the grader's official mode (the ProcessBench fallback: last box
+anywhere). With ``samples > 1`` (Maj@k) and ``require_marker`` each sample is read in strict mode,
+so samples without an ``**Answer**:`` marker are dropped from the vote (counted) as the DeepCritic
+reference does for critics trained to write one.
+
 Writes, under ``out``: ``predictions/<benchmark>.jsonl`` (id, label, prediction, match, statuses,
 raw outputs), ``metrics.json`` and ``f1.png``; prints a table; logs params, metrics and artifacts to
-MLflow. A benchmark whose predictions file is complete for the same settings is not generated
-again (rerun after a crash resumes where it stopped, benchmark by benchmark).
+MLflow. A benchmark whose predictions file is complete for the same settings (model, backend,
+sampling, ``require_marker``, prompt, data source) is not generated again (rerun after a crash
+resumes where it stopped, benchmark by benchmark).
 """
 
 from __future__ import annotations
@@ -12,6 +25,9 @@ import argparse
 import hashlib
 import json
 import logging
+import re
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,7 +35,7 @@ from typing import Any, ClassVar
 from deepcritic.config import add_dataclass_arguments, config_from_args, to_dict
 from deepcritic.generation import Backend, BackendConfig, SamplingParams, make_backend
 from deepcritic.grader import is_match, parse_critique
-from deepcritic.prompting import critique_messages
+from deepcritic.prompting import critique_messages, load_prompt
 from deepcritic.records import Solution, iter_jsonl, write_jsonl
 from deepcritic.scoring import (
     BenchmarkMetrics,
@@ -31,11 +47,57 @@ from deepcritic.scoring import (
 from deepcritic.tracking import Tracker, stage_run
 
 log = logging.getLogger(__name__)
+_NAME = re.compile(r"^[\w.\-]+$")
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One benchmark of the suite: its name (metrics, predictions file) and its data source."""
+
+    name: str
+    source: str  # a load_solutions spec, e.g. mrgsm8k:/data/Mr-GSM8K/processed_test.json
+
+
+def bench_name(source: str) -> str:
+    """A file- and metric-safe name derived from a source spec (``processbench:gsm8k`` ->
+    ``processbench-gsm8k``)."""
+    return source.replace("/", "_").replace(":", "-").strip("-_") or "benchmark"
+
+
+def parse_benchmark(entry: Any, where: str = "benchmarks") -> Benchmark:
+    """``{name, source}`` mapping, ``"name=source"`` or a bare source -> :class:`Benchmark`."""
+    if isinstance(entry, Benchmark):
+        return entry
+    if isinstance(entry, Mapping):
+        unknown = set(entry) - {"name", "source"}
+        source = entry.get("source")
+        if unknown or not isinstance(source, str) or not source.strip():
+            raise ValueError(
+                f"{where}: expected {{name, source}} with a non-empty source, got {dict(entry)!r}"
+            )
+        name = entry.get("name") or bench_name(source)
+        return _checked(Benchmark(str(name).strip(), source.strip()), where)
+    if isinstance(entry, str) and entry.strip():
+        name, sep, source = entry.strip().partition("=")
+        if sep and name.strip() and source.strip():
+            return _checked(Benchmark(name.strip(), source.strip()), where)
+        return Benchmark(bench_name(entry.strip()), entry.strip())
+    raise ValueError(f"{where}: expected a source spec, name=source or a mapping, got {entry!r}")
+
+
+def _checked(bench: Benchmark, where: str) -> Benchmark:
+    if not _NAME.match(bench.name):
+        raise ValueError(
+            f"{where}.name: {bench.name!r} must be letters, digits, '.', '_' or '-' "
+            "(it names the predictions file and the metrics)"
+        )
+    return bench
 
 
 @dataclass
 class EvalConfig:
-    benchmarks: list[str] = field(
+    # the suite: each entry a {name, source} mapping, "name=source" or a bare source spec
+    benchmarks: list[Any] = field(
         default_factory=lambda: ["processbench:gsm8k", "processbench:math"]
     )
     generation: BackendConfig = field(default_factory=BackendConfig)
@@ -46,7 +108,9 @@ class EvalConfig:
     max_tokens: int = 4096  # ours: long enough for deliberate critiques of ~10 steps
     seed: int = 0
     limit: int | None = None  # first N items per benchmark (None = all)
-    require_marker: bool = False  # voting: drop samples without an **Answer**: marker
+    # Maj@k (samples > 1): drop samples without an **Answer**: marker (grader's strict mode), as the
+    # reference does for DeepCritic critics; set false for baseline models never trained to write it
+    require_marker: bool = True
     out: str = "outputs/eval"
     tracking_uri: str | None = None  # None = $MLFLOW_TRACKING_URI or ./mlflow.db; "off" disables
 
@@ -54,6 +118,23 @@ class EvalConfig:
         "model": "generation.model",
         "backend": "generation.kind",
     }
+
+    def __post_init__(self) -> None:
+        suite = [parse_benchmark(b, f"benchmarks[{i}]") for i, b in enumerate(self.benchmarks)]
+        names = Counter(b.name for b in suite)
+        dupes = sorted(n for n, c in names.items() if c > 1)
+        if dupes:
+            raise ValueError(f"benchmarks: names must be unique, {dupes} repeat")
+        self.benchmarks = suite
+
+    def suite(self) -> list[Benchmark]:
+        """The benchmarks as :class:`Benchmark` objects (normalized at construction)."""
+        return [parse_benchmark(b) for b in self.benchmarks]
+
+    @property
+    def voting_strict(self) -> bool:
+        """Whether votes are read in the grader's strict mode (Maj@k with ``require_marker``)."""
+        return self.samples > 1 and self.require_marker
 
     def sampling(self) -> SamplingParams:
         temp = self.temperature if self.samples == 1 else self.vote_temperature
@@ -72,6 +153,7 @@ class EvalResult:
     averages: dict[str, float]
     out_dir: str
     run_id: str | None = None
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # drops per benchmark
 
     @property
     def avg_f1(self) -> float:
@@ -80,18 +162,25 @@ class EvalResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "benchmarks": {k: m.to_dict() for k, m in self.metrics.items()},
+            "counts": self.counts,
             **self.averages,
             "run_id": self.run_id,
         }
 
 
-def _settings_key(config: EvalConfig) -> str:
-    s = json.dumps([config.generation.model, to_dict(config.sampling())], sort_keys=True)
+def settings_key(config: EvalConfig, bench: Benchmark) -> str:
+    """Everything a prediction depends on: the backend (model, kind, engine settings), sampling,
+    how votes are read, the critique prompt and the benchmark's data source."""
+    prompt = load_prompt("critique_system.md") + load_prompt("critique_user.md")
+    parts = {
+        "generation": to_dict(config.generation),
+        "sampling": to_dict(config.sampling()),
+        "voting_strict": config.voting_strict,
+        "prompt": hashlib.sha256(prompt.encode()).hexdigest(),
+        "source": bench.source,
+    }
+    s = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(s.encode()).hexdigest()[:16]
-
-
-def _bench_name(spec: str) -> str:
-    return spec.replace("/", "_").replace(":", "-").strip("-_") or "benchmark"
 
 
 def _load_cached(path: Path, records: list[Solution], key: str) -> list[dict[str, Any]] | None:
@@ -109,27 +198,46 @@ def _load_cached(path: Path, records: list[Solution], key: str) -> list[dict[str
 def predict_rows(
     backend: Backend, records: list[Solution], config: EvalConfig, desc: str
 ) -> list[dict[str, Any]]:
-    """Critique every record (k samples), parse with the one grader, vote, and compare."""
+    """Critique every record (k samples), read them with the one grader, vote, and compare.
+
+    ``votes`` counts the samples that entered the vote; the others were dropped (unreadable, or no
+    marker under ``require_marker``)."""
     prompts = [critique_messages(r.problem, r.steps) for r in records]
     outputs = backend.generate(prompts, config.sampling(), desc=desc)
     rows = []
     for rec, outs in zip(records, outputs, strict=True):
         judgments = [parse_critique(c.text) for c in outs]
-        pred = majority_vote(
-            usable_label(j, require_marker=config.require_marker) for j in judgments
-        )
+        labels = [usable_label(c.text, require_marker=config.voting_strict) for c in outs]
+        pred = majority_vote(labels)
         rows.append(
             {
                 "id": rec.id,
                 "label": rec.label,
                 "prediction": pred,
                 "match": is_match(pred, rec.label),
+                "votes": sum(lab is not None for lab in labels),
                 "statuses": [j.status.value for j in judgments],
                 "outputs": [c.text for c in outs],
+                "finish_reasons": [c.finish_reason for c in outs],
                 "completion_tokens": sum(c.completion_tokens for c in outs),
             }
         )
     return rows
+
+
+def drop_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Per benchmark: samples dropped from votes, unreadable items, truncated samples."""
+    samples = sum(len(r["outputs"]) for r in rows)
+    votes = sum(int(r.get("votes", len(r["outputs"]))) for r in rows)
+    return {
+        "samples": samples,
+        "samples_dropped": samples - votes,
+        "samples_no_marker": sum(
+            s == "no_answer_marker" for r in rows for s in r.get("statuses", [])
+        ),
+        "samples_truncated": sum(f == "length" for r in rows for f in r.get("finish_reasons", [])),
+        "items_unreadable": sum(r["prediction"] is None for r in rows),
+    }
 
 
 def _bar_chart(metrics: dict[str, BenchmarkMetrics], path: Path) -> Any:
@@ -163,31 +271,49 @@ def format_table(metrics: dict[str, BenchmarkMetrics], averages: dict[str, float
     return "\n".join(lines)
 
 
+@dataclass
+class BenchOutcome:
+    metrics: BenchmarkMetrics
+    counts: dict[str, int]
+
+
 def _evaluate_one(
-    spec: str, config: EvalConfig, backend_box: list[Backend], out: Path
-) -> tuple[str, BenchmarkMetrics]:
+    bench: Benchmark, config: EvalConfig, backend_box: list[Backend], out: Path
+) -> BenchOutcome:
     from deepcritic.data.loaders import load_solutions
 
-    records, report = load_solutions(spec, limit=config.limit)
-    name = _bench_name(spec)
-    path = out / "predictions" / f"{name}.jsonl"
-    key = _settings_key(config)
+    records, report = load_solutions(bench.source, limit=config.limit)
+    path = out / "predictions" / f"{bench.name}.jsonl"
+    key = settings_key(config, bench)
     rows = _load_cached(path, records, key)
     if rows is None:
         if not backend_box:
             backend_box.append(make_backend(config.generation))
-        rows = predict_rows(backend_box[0], records, config, desc=f"critique {name}")
+        rows = predict_rows(backend_box[0], records, config, desc=f"critique {bench.name}")
         write_jsonl(path, ({**r, "settings": key} for r in rows))
     metrics = compute_metrics([r["label"] for r in rows], [r["prediction"] for r in rows])
+    counts = {"load_skipped": report.skipped, **drop_counts(rows)}
     log.info(
-        "%s: %d items (%d skipped at load), F1 %.2f", name, len(rows), report.skipped, metrics.f1
+        "%s: %d items (%d skipped at load), F1 %.2f; %s",
+        bench.name,
+        len(rows),
+        report.skipped,
+        metrics.f1,
+        json.dumps(counts, sort_keys=True),
     )
-    return name, metrics
+    return BenchOutcome(metrics, counts)
 
 
-def _log(tracker: Tracker, result: EvalResult, out: Path, backend: Backend | None) -> None:
+def _log(
+    tracker: Tracker,
+    result: EvalResult,
+    counts: dict[str, dict[str, int]],
+    out: Path,
+    backend: Backend | None,
+) -> None:
     for name, m in result.metrics.items():
         tracker.log_metrics({f"{name}.{k}": float(v) for k, v in m.to_dict().items()})
+        tracker.log_metrics({f"{name}.{k}": float(v) for k, v in counts[name].items()})
     tracker.log_metrics(result.averages)
     if backend is not None:
         tracker.log_metrics({"generation.tokens_per_s": backend.stats.tokens_per_second})
@@ -204,11 +330,14 @@ def run(config: EvalConfig) -> EvalResult:
     out.mkdir(parents=True, exist_ok=True)
     backend_box: list[Backend] = []
     with stage_run("evaluate", config, tracking_uri=config.tracking_uri) as tracker:
-        metrics = dict(_evaluate_one(spec, config, backend_box, out) for spec in config.benchmarks)
+        done = {b.name: _evaluate_one(b, config, backend_box, out) for b in config.suite()}
+        metrics = {name: o.metrics for name, o in done.items()}
+        counts = {name: o.counts for name, o in done.items()}
         result = EvalResult(metrics, average(metrics), str(out), tracker.run_id)
+        result.counts = counts
         (out / "metrics.json").write_text(json.dumps(result.to_dict(), indent=2))
         _bar_chart(metrics, out / "f1.png")
-        _log(tracker, result, out, backend_box[0] if backend_box else None)
+        _log(tracker, result, counts, out, backend_box[0] if backend_box else None)
     for b in backend_box:
         b.close()
     print(format_table(metrics, result.averages))

@@ -17,6 +17,17 @@ The parsing rule (see the README, "The one grader"):
 3. A per-step verdict box is never the final judgment when a marker exists. A truncated critique with
    no marker whose last box is a per-step verdict is still read by rule 1, with
    ``from_step_verdict=True``.
+
+Two modes of that rule, shared by every consumer:
+
+* **official** (``strict=False``, the default): the rule above, including the last-box fallback of
+  the official ProcessBench script. Evaluation of single critiques keeps it, so numbers stay
+  comparable with published ones.
+* **strict** (``strict=True``): the judgment the method trains for. Only the bold
+  ``**Answer**:`` marker counts (``NO_ANSWER_MARKER`` and no prediction without it), and a box that
+  closes a per-step ``Judgement`` is never the judgment (``STEP_VERDICT``): a truncated critique
+  ending in ``\boxed{-1}`` ("this step is wrong") is unreadable, never "no error". The GRPO reward,
+  seed filtering and majority voting with ``require_marker`` use it (see :func:`judge`).
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ from dataclasses import dataclass, field
 NO_ERROR = -1
 
 _MARKER = re.compile(r"\*\*\s*Answer\s*\*\*\s*:|\*\*\s*Answer\s*:\s*\*\*|\bAnswer\s*:")
+_STRICT_MARKER = re.compile(r"\*\*\s*Answer\s*\*\*\s*:|\*\*\s*Answer\s*:\s*\*\*")
 _BOX = re.compile(r"\\boxed\s*\{")
 _STEP_HEADER = re.compile(r"\*\*\s*Critique of Step\s+(\d+)\s*\*\*", re.IGNORECASE)
 _JUDGEMENT = re.compile(r"Judg(?:e)?ment", re.IGNORECASE)
@@ -41,6 +53,7 @@ class ParseStatus(str, enum.Enum):
     NO_BOX = "no_box"
     NOT_INTEGER = "not_integer"
     NO_ANSWER_MARKER = "no_answer_marker"
+    STEP_VERDICT = "step_verdict"  # strict mode: the box after the marker closes a step verdict
 
 
 @dataclass(frozen=True)
@@ -154,16 +167,20 @@ def _verdict_box_offsets(text: str) -> set[int]:
     return offsets
 
 
-def parse_critique(text: str) -> Judgment:
-    """Apply the parsing rule (module docstring) to one critic output."""
+def parse_critique(text: str, *, strict: bool = False) -> Judgment:
+    """Apply the parsing rule (module docstring) to one critic output, in official or strict mode."""
     verdicts = parse_step_verdicts(text)
-    markers = list(_MARKER.finditer(text))
+    markers = list((_STRICT_MARKER if strict else _MARKER).finditer(text))
     if markers:
         after = markers[-1].end()
         boxes = [b for b in find_boxes(text) if b.start >= after]
         if not boxes:
             return Judgment(None, ParseStatus.NO_BOX, verdicts)
         box, status, flagged = boxes[0], ParseStatus.OK, False
+        if strict and box.start in _verdict_box_offsets(text):
+            return Judgment(None, ParseStatus.STEP_VERDICT, verdicts, True, box.content)
+    elif strict:
+        return Judgment(None, ParseStatus.NO_ANSWER_MARKER, verdicts)
     else:
         all_boxes = find_boxes(text)
         if not all_boxes:
@@ -176,9 +193,18 @@ def parse_critique(text: str) -> Judgment:
     return Judgment(value, status, verdicts, flagged, box.content)
 
 
+def judge(text: str, *, strict: bool = False) -> int | None:
+    """The 0-based prediction of one critic output in the given mode (None if unusable).
+
+    ``strict=True`` is the GRPO reward's and seed filtering's reading (marker required, a per-step
+    verdict never the judgment); ``strict=False`` is the official ProcessBench reading.
+    """
+    return parse_critique(text, strict=strict).label
+
+
 def predicted_label(text: str) -> int | None:
-    """Shorthand: the 0-based prediction of one critic output (None if unusable)."""
-    return parse_critique(text).label
+    """Shorthand: the 0-based prediction of one critic output, official mode (None if unusable)."""
+    return judge(text)
 
 
 def render_answer(step: int) -> str:

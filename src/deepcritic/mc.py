@@ -2,18 +2,27 @@ r"""Stage 3a: Monte Carlo step annotation (first-error labels without humans).
 
 For each problem with a gold answer:
 
-1. A generator samples ``samples`` solutions (paper: 8, temperature 1.0) from
-   :func:`deepcritic.prompting.solver_messages` (assistant turn prefilled with ``Step 1:``); each
-   is split into steps and its final answer graded with math-verify
+1. A generator samples ``samples`` solutions (paper: 8, temperature 1.0, top_p 1.0, 2048 tokens)
+   from :func:`deepcritic.prompting.solver_messages` (assistant turn prefilled with ``Step 1:``);
+   each is split into steps and its final answer graded with math-verify
    (:func:`deepcritic.answers.is_correct_solution`).
-2. Problems whose samples are all right or all wrong are dropped (counted), unless
-   ``require_mixed`` is off.
+2. As the reference curates them (every drop counted): wrong samples with no extractable final
+   answer are dropped (the rule would otherwise blame their last step); problems left without both
+   a right and a wrong sample are dropped (``require_mixed``); at most ``max_correct_per_problem``
+   right samples (reference: 1) are rolled out.
 3. For every kept solution and every step prefix ``1..n-1``, ``rollouts`` continuations (paper: 8,
-   temperature 0.7) are sampled; the fraction that reaches the gold answer is the prefix's MC
-   estimate. All prefixes of one solution go to the backend in one call, so an engine with
+   temperature 0.7, top_p 0.9, 4096 tokens) are sampled; the fraction that reaches the gold answer
+   is the prefix's MC estimate. A continuation cut by ``rollout_max_tokens`` never wrote its answer:
+   it is left out of the fraction (``truncated_rollouts: exclude``), not counted as a failure that
+   would place the error too early; a prefix whose every rollout was cut drops the solution
+   (counted). All prefixes of one solution go to the backend in one call, so an engine with
    prefix caching (vLLM) shares the problem and the common steps.
 4. :func:`label_from_estimates` turns the estimates into a first-error label (the rule is in its
    docstring); ambiguous solutions are dropped and counted by reason.
+
+Problems come from any :func:`deepcritic.data.problems.load_problems` spec; the paper annotates
+NuminaMath problems (``numinamath:/path``), some of whose rows have no ``\boxed{}`` answer: with
+``skip_invalid`` they are skipped and counted (``input.invalid.*``).
 
 Output: canonical :class:`~deepcritic.records.Solution` rows (0-based label) with the estimates in
 ``meta["mc_estimates"]``, one JSONL file per shard. ``--shard i/N`` picks the problems whose id
@@ -35,7 +44,7 @@ from typing import Any, Literal, Protocol
 from tqdm.auto import tqdm
 
 from deepcritic import tracking
-from deepcritic.answers import is_correct_solution
+from deepcritic.answers import extract_final_answer, is_correct_solution
 from deepcritic.config import add_dataclass_arguments, config_from_args
 from deepcritic.generation import Backend, BackendConfig, Prompt, SamplingParams, make_backend
 from deepcritic.prompting import number_steps, solver_messages, split_steps
@@ -44,6 +53,7 @@ from deepcritic.records import NO_ERROR, Solution, iter_jsonl, write_jsonl
 log = logging.getLogger(__name__)
 
 Recovery = Literal["skip_dip", "ambiguous"]
+TruncatedRollouts = Literal["exclude", "fail"]
 
 
 # --------------------------------------------------------------------------- the labelling rule
@@ -130,22 +140,33 @@ def label_from_estimates(
 
 @dataclass
 class MCConfig:
-    """Monte Carlo annotation. Paper values say so; the rest are ours."""
+    """Monte Carlo annotation. Paper values say so (reference = the authors' released scripts)."""
 
-    problems: str = "gsm8k:train"  # a load_problems spec (gsm8k:train|test, math:..., or a JSONL)
+    problems: str = "gsm8k:train"  # a load_problems spec (gsm8k:train|test, numinamath:/x, ...)
     limit: int | None = None  # first N problems (before sharding)
+    skip_invalid: bool = False  # skip (and count) malformed problem rows instead of failing
     out_dir: str = "out/mc"
     shard: str = "0/1"  # i/N: this worker takes the problems whose id hashes to i mod N
     generation: BackendConfig = field(default_factory=BackendConfig)
     samples: int = 8  # paper: 8 solutions per problem
     sample_temperature: float = 1.0  # paper: 1.0
+    sample_top_p: float = 1.0  # reference: 1.0
+    sample_max_tokens: int = 2048  # reference: 2048
     rollouts: int = 8  # paper: 8 continuations per step prefix
     rollout_temperature: float = 0.7  # paper: 0.7
-    top_p: float = 1.0
-    max_tokens: int = 1024  # per solution / continuation (ours)
+    rollout_top_p: float = 0.9  # reference: 0.9
+    rollout_max_tokens: int = 4096  # reference: 4096
+    # a rollout cut by rollout_max_tokens: left out of the estimate (exclude) or a failure (fail)
+    truncated_rollouts: TruncatedRollouts = "exclude"
     max_steps: int = 20  # solutions with more steps are dropped (bounds rollout cost; ours)
     require_mixed: bool = True  # keep problems with both right and wrong samples (paper)
-    drop_truncated: bool = True  # a solution cut by max_tokens has no real final answer
+    drop_answerless_wrong: bool = True  # reference: wrong samples need an extractable answer
+    max_correct_per_problem: int | None = 1  # reference: one correct solution per problem
+    # ours, off in the paper: add the problem's reference solution (GSM8K's worked answer) as a
+    # right sample after the sampled ones (the correct-solution cap prefers a sampled one); a
+    # random tiny model never reaches an answer, so its wiring check needs one
+    include_reference: bool = False
+    drop_truncated: bool = True  # a solution cut by sample_max_tokens has no real final answer
     fail_at: float = 0.0  # estimate <= fail_at: the prefix fails (paper: drops to 0)
     succeed_at: float = 1e-9  # estimate >= succeed_at: the prefix succeeds (any success)
     recovery: Recovery = "skip_dip"  # a failing prefix that later recovers: skip_dip | ambiguous
@@ -223,6 +244,8 @@ def load_done(out_path: Path, done_path: Path) -> set[str]:
 class Sample:
     steps: list[str]
     correct: bool
+    answered: bool = True  # a final answer could be extracted (wrong samples need one)
+    reference: bool = False  # the problem's own worked solution (include_reference)
 
 
 def prefix_prompt(problem: str, steps: Sequence[str], upto: int) -> Prompt:
@@ -234,6 +257,11 @@ def prefix_prompt(problem: str, steps: Sequence[str], upto: int) -> Prompt:
     return messages
 
 
+def _graded(text: str, gold: str) -> tuple[bool, bool]:
+    """(correct, answered) of one whole solution text."""
+    return is_correct_solution(text, gold), extract_final_answer(text) is not None
+
+
 def sample_solutions(
     backend: Backend, problems: Sequence[ProblemLike], config: MCConfig, counts: Counter[str]
 ) -> list[list[Sample]]:
@@ -241,8 +269,8 @@ def sample_solutions(
     params = SamplingParams(
         n=config.samples,
         temperature=config.sample_temperature,
-        top_p=config.top_p,
-        max_tokens=config.max_tokens,
+        top_p=config.sample_top_p,
+        max_tokens=config.sample_max_tokens,
         seed=config.seed,
     )
     outs = backend.generate(
@@ -262,32 +290,76 @@ def sample_solutions(
             elif len(steps) > config.max_steps:
                 counts["dropped:too_many_steps"] += 1
             else:
-                kept.append(Sample(steps, is_correct_solution(text, p.gold_answer)))
+                kept.append(Sample(steps, *_graded(text, p.gold_answer)))
         result.append(kept)
     return result
 
 
+def reference_sample(problem: ProblemLike, counts: Counter[str]) -> Sample | None:
+    r"""The problem's worked solution as a sample, its last step ending in ``\boxed{gold}``."""
+    steps = list(getattr(problem, "reference_steps", None) or [])
+    if not steps:
+        counts["reference:missing"] += 1
+        return None
+    steps[-1] = f"{steps[-1]} The answer is \\boxed{{{problem.gold_answer}}}."
+    counts["reference:added"] += 1
+    return Sample(steps, *_graded(number_steps(steps), problem.gold_answer), reference=True)
+
+
 def estimate_prefixes(
-    backend: Backend, problem: ProblemLike, steps: Sequence[str], config: MCConfig
-) -> list[float]:
-    """MC estimate of prefixes 1..n-1: one backend call for all prefixes of this solution."""
+    backend: Backend,
+    problem: ProblemLike,
+    steps: Sequence[str],
+    config: MCConfig,
+    counts: Counter[str] | None = None,
+) -> list[float | None]:
+    """MC estimate of prefixes 1..n-1: one backend call for all prefixes of this solution.
+
+    A rollout cut by ``rollout_max_tokens`` is left out (``truncated_rollouts: exclude``) or
+    fails; an estimate is None when every rollout of its prefix was left out."""
     if len(steps) < 2:
         return []
     prompts = [prefix_prompt(problem.problem, steps, i) for i in range(1, len(steps))]
     params = SamplingParams(
         n=config.rollouts,
         temperature=config.rollout_temperature,
-        top_p=config.top_p,
-        max_tokens=config.max_tokens,
+        top_p=config.rollout_top_p,
+        max_tokens=config.rollout_max_tokens,
         seed=config.seed,
     )
     outs = backend.generate(prompts, params)
-    estimates: list[float] = []
+    estimates: list[float | None] = []
     for prompt, group in zip(prompts, outs, strict=True):
         prefix = prompt[-1]["content"]
+        cut = sum(c.finish_reason == "length" for c in group)
+        if counts is not None:
+            counts["rollouts_truncated"] += cut
+        if config.truncated_rollouts == "exclude":
+            group = [c for c in group if c.finish_reason != "length"]
         wins = sum(is_correct_solution(prefix + c.text, problem.gold_answer) for c in group)
-        estimates.append(wins / len(group) if group else 0.0)
+        estimates.append(wins / len(group) if group else None)
     return estimates
+
+
+def curate(samples: Sequence[Sample], config: MCConfig, counts: Counter[str]) -> list[int]:
+    """The reference's curation, as indices into ``samples``: drop answerless wrong samples, need a
+    right and a wrong one, keep at most ``max_correct_per_problem`` right ones (the first ones:
+    samples are i.i.d.)."""
+    kept = list(range(len(samples)))
+    if config.drop_answerless_wrong:
+        kept = [i for i in kept if samples[i].correct or samples[i].answered]
+        counts["dropped:wrong_no_answer"] += len(samples) - len(kept)
+    if config.require_mixed and len({samples[i].correct for i in kept}) < 2:
+        reason = "all_correct" if kept and samples[kept[0]].correct else "all_wrong_or_empty"
+        counts[f"problems_dropped:{reason}"] += 1
+        return []
+    if config.max_correct_per_problem is not None:
+        right = [i for i in kept if samples[i].correct]
+        over = right[config.max_correct_per_problem :]
+        counts["dropped:correct_over_cap"] += len(over)
+        kept = [i for i in kept if i not in over]
+    counts["problems_kept"] += 1
+    return kept
 
 
 def annotate_problem(
@@ -297,21 +369,22 @@ def annotate_problem(
     config: MCConfig,
     counts: Counter[str],
 ) -> list[Solution]:
-    """Roll out, label and package the samples of one problem (ambiguous ones counted)."""
-    if config.require_mixed and len({s.correct for s in samples}) < 2:
-        counts[
-            "problems_dropped:"
-            + ("all_correct" if samples and samples[0].correct else "all_wrong_or_empty")
-        ] += 1
-        return []
-    counts["problems_kept"] += 1
+    """Curate, roll out, label and package the samples of one problem (drops counted)."""
+    if config.include_reference:
+        ref = reference_sample(problem, counts)
+        samples = [*samples, ref] if ref is not None else list(samples)
     start = sum(s.correct for s in samples) / len(samples) if samples else 0.0  # empty prefix
     out: list[Solution] = []
-    for j, s in enumerate(samples):
-        estimates = estimate_prefixes(backend, problem, s.steps, config)
+    for j in curate(samples, config, counts):
+        s = samples[j]
+        estimates = estimate_prefixes(backend, problem, s.steps, config, counts)
         counts["rollouts"] += len(estimates) * config.rollouts
+        known = [e for e in estimates if e is not None]
+        if len(known) != len(estimates):
+            counts["dropped:rollouts_all_truncated"] += 1
+            continue
         decision = label_from_estimates(
-            estimates,
+            known,
             s.correct,
             fail_at=config.fail_at,
             succeed_at=config.succeed_at,
@@ -319,9 +392,8 @@ def annotate_problem(
             recovery=config.recovery,
         )
         counts[f"rule:{decision.reason}"] += 1
-        if decision.label is None:
-            continue
-        out.append(_solution_row(problem, s, j, estimates, decision, config))
+        if decision.label is not None:
+            out.append(_solution_row(problem, s, j, known, decision, config))
     return out
 
 
@@ -335,7 +407,7 @@ def _solution_row(
 ) -> Solution:
     assert decision.label is not None
     return Solution(
-        id=f"{problem.id}-mc{index}",
+        id=f"{problem.id}-ref" if sample.reference else f"{problem.id}-mc{index}",
         problem=problem.problem,
         steps=sample.steps,
         label=decision.label,
@@ -348,6 +420,7 @@ def _solution_row(
             "mc_estimates": estimates,
             "mc_rollouts": config.rollouts,
             "mc_rule": decision.reason,
+            **({"mc_reference": True} if sample.reference else {}),
         },
     )
 
@@ -355,12 +428,20 @@ def _solution_row(
 # --------------------------------------------------------------------------- the stage
 
 
-def select_problems(config: MCConfig) -> list[Any]:
-    """Problems of this shard (in source order)."""
+def select_problems(config: MCConfig, counts: Counter[str] | None = None) -> list[Any]:
+    """Problems of this shard (in source order); malformed rows fail, or with ``skip_invalid``
+    are skipped and counted in ``counts`` (``input.invalid.<reason>``)."""
     from deepcritic.data.loaders import load_problems
 
     index, count = parse_shard(config.shard)
-    problems, _report = load_problems(config.problems, limit=config.limit)
+    problems, report = load_problems(
+        config.problems, limit=config.limit, skip_invalid=config.skip_invalid
+    )
+    if counts is not None:
+        counts["input.read"] += report.read
+        counts["input.invalid"] += report.skipped
+        for reason, n in report.reasons.items():
+            counts[f"input.invalid.{reason}"] += n
     missing = [p.id for p in problems if not getattr(p, "gold_answer", None)]
     if missing:
         raise ValueError(
@@ -371,12 +452,17 @@ def select_problems(config: MCConfig) -> list[Any]:
 
 def _validate(config: MCConfig) -> None:
     parse_shard(config.shard)
-    for name in ("samples", "rollouts", "problems_per_batch", "max_steps"):
+    names = ("samples", "rollouts", "problems_per_batch", "max_steps")
+    for name in (*names, "sample_max_tokens", "rollout_max_tokens"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
     if not config.fail_at < config.succeed_at:
         raise ValueError(
             f"fail_at ({config.fail_at}) must be below succeed_at ({config.succeed_at})"
+        )
+    if config.max_correct_per_problem is not None and config.max_correct_per_problem < 1:
+        raise ValueError(
+            f"max_correct_per_problem must be >= 1 or null, got {config.max_correct_per_problem}"
         )
 
 
@@ -409,7 +495,8 @@ def run(config: MCConfig, backend: Backend | None = None) -> MCResult:
     _validate(config)
     out_path, done_path = shard_paths(config.out_dir, config.shard)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    problems = select_problems(config)
+    input_counts: Counter[str] = Counter()
+    problems = select_problems(config, input_counts)
     done = load_done(out_path, done_path)
     todo = [p for p in problems if str(p.id) not in done]
     result = MCResult(str(out_path), str(done_path), len(todo), len(problems) - len(todo))
@@ -427,6 +514,7 @@ def run(config: MCConfig, backend: Backend | None = None) -> MCResult:
             if backend is None:
                 engine.close()
         result.written = len(rows)
+        counts.update(input_counts)
         result.counts = dict(sorted(counts.items()))
         result.label_counts = dict(Counter("-1" if r.label == NO_ERROR else "error" for r in rows))
         _log_tracking(tracker, result, rows, config)

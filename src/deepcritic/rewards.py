@@ -2,10 +2,14 @@ r"""GRPO rewards for the critic, computed by the one grader.
 
 :func:`first_error_reward` is a TRL-compatible reward function (``GRPOTrainer(reward_funcs=[...])``):
 TRL calls it with ``prompts=``, ``completions=`` and every dataset column as a keyword (here
-``label``, the 0-based first wrong step or -1). A completion earns 1.0 when
-:func:`deepcritic.grader.parse_critique` reads a prediction that :func:`deepcritic.grader.is_match`
-accepts, else 0.0. An optional format term (off by default) adds ``format_penalty`` (a negative
-number, e.g. -0.5) to completions whose judgment cannot be read at all.
+``label``, the 0-based first wrong step or -1). A completion earns 1.0 when the one grader in
+strict mode (:func:`deepcritic.grader.judge` with ``strict=True``) reads a prediction that
+:func:`deepcritic.grader.is_match` accepts, else 0.0. Strict, as the method specifies: only the
+judgment after ``**Answer**:`` counts, so an output without the marker earns nothing, and a
+truncated critique ending in a per-step ``\boxed{-1}`` ("this step is wrong") is never read as -1
+("no error"). ``strict=False`` (the official ProcessBench reading, last box anywhere) exists for
+ablations only. An optional format term (off by default) adds ``format_penalty`` (a negative
+number, e.g. -0.5) to completions whose judgment cannot be read.
 
 Completions come either as plain strings or, for conversational datasets, as a list of message
 dicts (``[{"role": "assistant", "content": "..."}]``); both are handled.
@@ -16,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from deepcritic.grader import is_match, parse_critique
+from deepcritic.grader import is_match, judge
 
 UNPARSABLE_METRIC = "critic/unparsable_frac"
 ACCURACY_METRIC = "critic/match_frac"
@@ -38,9 +42,11 @@ def completion_text(completion: Any) -> str:
     raise TypeError(f"completion must be a string or a list of messages, got {type(completion)!r}")
 
 
-def score_completion(text: str, label: int, *, format_penalty: float = 0.0) -> tuple[float, bool]:
-    """(reward, parsable) of one critique against its 0-based label."""
-    prediction = parse_critique(text).label
+def score_completion(
+    text: str, label: int, *, format_penalty: float = 0.0, strict: bool = True
+) -> tuple[float, bool]:
+    """(reward, parsable) of one critique against its 0-based label (strict reading by default)."""
+    prediction = judge(text, strict=strict)
     reward = 1.0 if is_match(prediction, int(label)) else 0.0
     if prediction is None:
         reward += format_penalty
@@ -52,18 +58,20 @@ def first_error_reward(
     label: Sequence[int],
     *,
     format_penalty: float = 0.0,
+    strict: bool = True,
     log_metric: Callable[[str, float], None] | None = None,
     **kwargs: Any,
 ) -> list[float]:
     """1.0 when the predicted first wrong step equals ``label`` (0-based, -1 = none), else 0.0.
 
-    ``format_penalty`` (default 0.0 = off) is added for a completion with no readable judgment.
+    ``format_penalty`` (default 0.0 = off) is added for a completion with no readable judgment;
+    ``strict`` (default, the method's reward) requires the ``**Answer**:`` marker.
     When TRL passes ``log_metric``, the fractions of unparsable and matching completions are logged.
     """
     if len(completions) != len(label):
         raise ValueError(f"got {len(completions)} completions but {len(label)} labels")
     scored = [
-        score_completion(completion_text(c), lab, format_penalty=format_penalty)
+        score_completion(completion_text(c), lab, format_penalty=format_penalty, strict=strict)
         for c, lab in zip(completions, label, strict=True)
     ]
     if log_metric is not None and scored:
@@ -73,11 +81,16 @@ def first_error_reward(
     return [r for r, _ in scored]
 
 
-def make_first_error_reward(format_penalty: float = 0.0) -> Callable[..., list[float]]:
-    """:func:`first_error_reward` with a fixed format term, named for TRL's metric keys."""
+def make_first_error_reward(
+    format_penalty: float = 0.0, *, strict: bool = True
+) -> Callable[..., list[float]]:
+    """:func:`first_error_reward` with a fixed format term and mode, named for TRL's metric keys."""
 
     def first_error(completions: Sequence[Any], label: Sequence[int], **kwargs: Any) -> list[float]:
         kwargs.pop("format_penalty", None)
-        return first_error_reward(completions, label, format_penalty=format_penalty, **kwargs)
+        kwargs.pop("strict", None)
+        return first_error_reward(
+            completions, label, format_penalty=format_penalty, strict=strict, **kwargs
+        )
 
     return first_error

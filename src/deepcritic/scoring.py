@@ -10,9 +10,12 @@ Per benchmark (the official ProcessBench formula):
 Unparsable (None) and missing predictions count as wrong. Averages are arithmetic means over
 benchmarks. All numbers are percentages, unrounded.
 
-Majority vote: unparsable samples are dropped (optionally also samples without an answer marker);
-the label with the most votes wins; a tie goes to the label that appeared first among the samples
-(what ``collections.Counter.most_common`` does in the official voting script).
+Majority vote: unparsable samples are dropped; with ``require_marker`` a sample is read by the
+grader's strict mode, so samples without an ``**Answer**:`` marker (and truncated ones whose box
+after the marker closes a per-step verdict) are dropped too, as the DeepCritic reference does for
+critics trained to write the marker. The label with the most votes wins; a tie goes to the label
+that appeared first among the samples (what ``collections.Counter.most_common`` does in the
+official voting script). A single output (``output``) with ``require_marker`` is read the same way.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from deepcritic.grader import Judgment, ParseStatus, is_match, parse_critique
+from deepcritic.grader import is_match, judge
 from deepcritic.records import DataError, Solution, iter_jsonl
 
 log = logging.getLogger(__name__)
@@ -91,18 +94,15 @@ def majority_vote(labels: Iterable[int | None]) -> int | None:
     return counts.most_common(1)[0][0]
 
 
-def usable_label(judgment: Judgment, *, require_marker: bool = False) -> int | None:
-    """A judgment's 0-based label for voting (None when it must be dropped)."""
-    if require_marker and judgment.status == ParseStatus.NO_ANSWER_MARKER:
-        return None
-    return judgment.label
+def usable_label(text: str, *, require_marker: bool = False) -> int | None:
+    """One output's 0-based label for voting (None when it must be dropped):
+    ``require_marker`` reads it with the grader's strict mode, else the official one."""
+    return judge(text, strict=require_marker)
 
 
 def vote_outputs(outputs: Sequence[str], *, require_marker: bool = False) -> int | None:
-    """Parse raw critic outputs with the one parser and take the majority vote."""
-    return majority_vote(
-        usable_label(parse_critique(o), require_marker=require_marker) for o in outputs
-    )
+    """Read raw critic outputs with the one grader and take the majority vote."""
+    return majority_vote(usable_label(o, require_marker=require_marker) for o in outputs)
 
 
 # --- predictions files -------------------------------------------------------------------
@@ -129,7 +129,7 @@ def _row_prediction(row: Any, source: str, line: int, require_marker: bool) -> i
     if "output" in row:
         if not isinstance(row["output"], str):
             raise DataError(source, line, "output", "must be a string")
-        return usable_label(parse_critique(row["output"]), require_marker=require_marker)
+        return usable_label(row["output"], require_marker=require_marker)
     if "outputs" in row:
         outs = row["outputs"]
         if not isinstance(outs, list) or not all(isinstance(o, str) for o in outs):

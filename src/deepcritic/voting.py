@@ -36,10 +36,10 @@ from deepcritic import tracking
 from deepcritic.answers import answers_match, extract_final_answer
 from deepcritic.config import add_dataclass_arguments, config_from_args
 from deepcritic.generation import Backend, BackendConfig, SamplingParams, make_backend
-from deepcritic.grader import NO_ERROR, parse_critique
+from deepcritic.grader import NO_ERROR
 from deepcritic.prompting import SOLVER_PREFILL, critique_messages, solver_messages, split_steps
 from deepcritic.records import write_jsonl
-from deepcritic.scoring import majority_vote
+from deepcritic.scoring import majority_vote, usable_label
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +300,9 @@ class VotingConfig:
     critic_temperature: float = 0.6  # paper: critics evaluated at T=0.6 (as in `deepcritic eval`)
     critic_top_p: float = 0.9  # paper
     critic_max_tokens: int = 4096  # ours: as `deepcritic eval`, room for deliberate critiques
+    # critiques_per_solution > 1: read each critique in the grader's strict mode, dropping those
+    # without an **Answer**: marker from the vote (as `deepcritic eval` Maj@k, reference behaviour)
+    require_marker: bool = True
     seed: int = 0
     out: str = "outputs/verify-vote"
     tracking_uri: str | None = None
@@ -382,11 +385,12 @@ def critique_samples(
         max_tokens=config.critic_max_tokens,
         seed=config.seed,
     )
+    strict = config.require_marker and config.critiques_per_solution > 1
     prompts = [critique_messages(r.problem, s.steps) for r, s in jobs]
     outs = critic.generate(prompts, params, desc="critiquing solutions") if prompts else []
     for (_, sample), group in zip(jobs, outs, strict=True):
         sample.critiques = [c.text for c in group]
-        sample.labels = [parse_critique(c.text).label for c in group]
+        sample.labels = [usable_label(c.text, require_marker=strict) for c in group]
         sample.verdict = critic_verdict(sample.labels)
 
 

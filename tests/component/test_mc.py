@@ -194,15 +194,18 @@ def test_real_tiny_model_end_to_end(tiny_model_path: str, tmp_path: Path) -> Non
         generation=gen,
         samples=2,
         rollouts=2,
-        max_tokens=12,
+        sample_max_tokens=12,
+        rollout_max_tokens=12,
         drop_truncated=False,
         tracking_uri="off",
     )
     result = run(cfg)
     c = result.counts
     assert c["solutions_sampled"] == 6 and result.problems == 3
-    # a random model never reaches a GSM8K answer: every problem is dropped as all-wrong, and counted
+    # a random model never writes a final answer: its wrong samples are dropped (paper rule) and
+    # every problem is then dropped as all-wrong; both counted
     assert c.get("problems_dropped:all_wrong_or_empty", 0) + c.get("problems_kept", 0) == 3
+    assert c.get("dropped:wrong_no_answer", 0) + c.get("dropped:too_many_steps", 0) == 6
     assert len(Path(result.done_path).read_text().splitlines()) == 3
     assert run(cfg).skipped_done == 3
 
@@ -214,7 +217,10 @@ def test_real_tiny_model_prefix_rollouts(tiny_backend: object) -> None:
         "p", "Janet has 16 eggs, eats 3, bakes 4, sells the rest at $2. Revenue?", "18"
     )
     steps = ["16 - 3 - 4 = 9 eggs.", "9 * 2 = 18, so the answer is \\boxed{18}.", "Done."]
-    cfg = MCConfig(rollouts=3, max_tokens=8)
+    cfg = MCConfig(rollouts=3, rollout_max_tokens=8, truncated_rollouts="fail")
     est = estimate_prefixes(tiny_backend, problem, steps, cfg)  # type: ignore[arg-type]
     # prefix 2 already holds the gold box, which random continuations keep; prefix 1 has none
     assert est == [0.0, 1.0]
+    # a random model is always cut at 8 tokens: excluded, no rollout is left to estimate from
+    cfg = MCConfig(rollouts=3, rollout_max_tokens=8)
+    assert estimate_prefixes(tiny_backend, problem, steps, cfg) == [None, None]  # type: ignore[arg-type]

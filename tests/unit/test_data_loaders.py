@@ -129,7 +129,7 @@ def test_mrgsm8k_fixture_strips_step_prefix() -> None:
 
 def test_mrgsm8k_bad_rows(tmp_path: Path) -> None:
     items = [
-        {"id": 0, "problem": "p", "steps": ["Step 1: a", "Step 2:"], "label": -1},
+        {"id": 0, "problem": "p", "steps": ["Step 1: a", 7], "label": -1},
         {"id": 1, "problem": "p", "steps": ["Step 1: a"], "label": 1},
         {"id": 2, "steps": ["Step 1: a"], "label": 0},
     ]
@@ -140,6 +140,23 @@ def test_mrgsm8k_bad_rows(tmp_path: Path) -> None:
     sols, report = mrgsm8k.load_mrgsm8k(path, skip_invalid=True)
     assert sols == []
     assert report.reasons == {"invalid steps[1]": 1, "invalid label": 1, "invalid problem": 1}
+
+
+def test_mrgsm8k_released_format_keeps_an_empty_step() -> None:
+    """The file as released (JSON array, int ids, ``Step i:`` prefixes); item 4 mirrors item 98 of
+    the real file, whose first step is empty once ``Step 1:`` is removed. Labels index steps by
+    position, so the empty step stays and the label (2 = third step) is untouched."""
+    path = FIXTURES / "mrgsm8k_released_format.json"
+    raw = json.loads(path.read_text())
+    assert detect_format(path) == "mrgsm8k"
+    sols, report = load_solutions(str(path))
+    assert report.kept == len(raw) == 12 and report.skipped == 0
+    empty = sols[4]
+    assert empty.steps[0] == "" and len(empty.steps) == len(raw[4]["steps"]) == 5
+    assert empty.label == 2 and empty.steps[2].startswith("In a year there are 12 months")
+    assert empty.meta == {"empty_steps": [0]}
+    assert [s.label for s in sols] == [r["label"] for r in raw]
+    assert all(not s.meta for i, s in enumerate(sols) if i != 4)
 
 
 def test_canonical_jsonl_roundtrip_and_limit(tmp_path: Path, processbench_dir: Path) -> None:

@@ -10,6 +10,7 @@ from deepcritic.grader import (
     ParseStatus,
     find_boxes,
     is_match,
+    judge,
     label_to_step,
     parse_critique,
     read_box_int,
@@ -57,6 +58,42 @@ def test_truncated_critique_last_box_is_step_verdict_is_flagged() -> None:
 def test_step_verdict_never_final_when_marker_exists() -> None:
     text = "**Judgement**: \\boxed{-1}\n**Answer**: \\boxed{1}"
     assert parse_critique(text).step == 1
+
+
+# A truncated critique of a correct 3-step solution: step 2 judged wrong, cut before the answer.
+TRUNCATED_WRONG_STEP = (
+    "**Critique of Step 1**\nThe sum 3 + 4 = 7 is right.\n\n**Judgement**: \\boxed{1}\n\n"
+    "**Critique of Step 2**\n7 * 2 should be 14, not 15.\n\n**Judgement**: \\boxed{-1}"
+)
+
+
+def test_strict_mode_requires_the_bold_marker() -> None:
+    official = parse_critique(TRUNCATED_WRONG_STEP)
+    assert official.step == -1 and official.from_step_verdict  # official fallback reads "no error"
+    strict = parse_critique(TRUNCATED_WRONG_STEP, strict=True)
+    assert strict.step is None and strict.status is ParseStatus.NO_ANSWER_MARKER
+    assert [v.correct for v in strict.verdicts] == [True, False]  # the sections are still read
+    assert judge("so the answer is \\boxed{2}", strict=True) is None
+    assert judge("Answer: \\boxed{2}", strict=True) is None  # the plain marker is not the format
+    assert judge("Answer: \\boxed{2}") == 1
+    assert judge("**Answer**: \\boxed{2}", strict=True) == 1
+    assert judge("**Answer:** \\boxed{-1}", strict=True) == -1
+
+
+def test_strict_mode_never_takes_a_step_verdict_after_the_marker() -> None:
+    # the marker appears, then a new step section starts and is cut after its verdict box
+    text = "**Answer**: let me look again.\n**Critique of Step 3**\nbad\n**Judgement**: \\boxed{-1}"
+    assert parse_critique(text).step == -1  # official: first box after the last marker
+    j = parse_critique(text, strict=True)
+    assert j.step is None and j.status is ParseStatus.STEP_VERDICT and j.from_step_verdict
+    full = TRUNCATED_WRONG_STEP + "\n\n**Answer**: \\boxed{2}"
+    assert judge(full, strict=True) == 1 == judge(full)
+
+
+@given(st.lists(st.tuples(st.text(alphabet="abc xyz.", max_size=20), st.booleans()), min_size=1))
+def test_strict_and_official_agree_on_rendered_critiques(sections: list[tuple[str, bool]]) -> None:
+    text = render_critique(sections)
+    assert judge(text, strict=True) == judge(text) is not None
 
 
 def test_no_box_at_all() -> None:

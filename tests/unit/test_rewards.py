@@ -52,6 +52,22 @@ def test_logs_unparsable_and_match_fractions() -> None:
     assert logged == {UNPARSABLE_METRIC: 0.5, ACCURACY_METRIC: 0.25}
 
 
+def test_strict_reward_truncated_step_verdict_earns_nothing() -> None:
+    """A critique of a correct solution (label -1), cut after judging step 2 wrong: the official
+    fallback would read its last box ``\\boxed{-1}`` as "no error" and pay 1.0."""
+    truncated = (
+        "**Critique of Step 1**\nok\n\n**Judgement**: \\boxed{1}\n\n"
+        "**Critique of Step 2**\n7 * 2 is 14, not 15.\n\n**Judgement**: \\boxed{-1}"
+    )
+    assert first_error_reward([truncated], [-1]) == [0.0]
+    assert first_error_reward([truncated], [-1], strict=False) == [1.0]  # the ablation
+    no_marker = "The first error is in step 2, so \\boxed{2}"
+    assert first_error_reward([no_marker], [1]) == [0.0]
+    assert first_error_reward([no_marker], [1], format_penalty=-0.5) == [-0.5]
+    assert make_first_error_reward()(completions=[truncated], label=[-1]) == [0.0]
+    assert make_first_error_reward(strict=False)(completions=[truncated], label=[-1]) == [1.0]
+
+
 def test_length_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError, match="labels"):
         first_error_reward(["a", "b"], [1])

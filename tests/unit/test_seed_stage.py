@@ -114,22 +114,24 @@ def test_balance_caps_easy_all_correct(tmp_path: Path) -> None:
     assert {r["id"] for r in sft_rows(cfg)} == ids and again.kept == len(ids)
 
 
-def test_forced_verdicts_are_counted_and_used(tmp_path: Path) -> None:
+FORCED_SCRIPT = {
+    ("a", 1, "initial"): ["I think it is fine, nothing more to say."],  # no box
+    ("a", 2, "initial"): [Completion("Let me compute 2 + 2 = \\boxed{4} and", "length")],
+    ("a", 1, "indepth"): ["\\boxed{abc}", verdict_text(1)],  # not an integer, then fine
+    ("a", 2, "indepth"): ["The result is \\boxed{4}.", "Judgement: \\boxed{7}"],
+}
+
+
+def test_forced_verdicts_are_counted_and_used_when_allowed(tmp_path: Path) -> None:
     sols = [sol("a", 1, 2)]
-    script = {
-        ("a", 1, "initial"): ["I think it is fine, nothing more to say."],  # no box
-        ("a", 2, "initial"): [Completion("Let me compute 2 + 2 = \\boxed{4} and", "length")],
-        ("a", 1, "indepth"): ["\\boxed{abc}", verdict_text(1)],  # not an integer, then fine
-        ("a", 2, "indepth"): ["The result is \\boxed{4}.", "Judgement: \\boxed{7}"],
-    }
     picked: list[Prompt] = []
 
     def pick(prompt: Prompt, choices: list[str]) -> int:
         picked.append(prompt)
         return choices.index("-1}")
 
-    backend = ScriptedBackend(SeedTeacher(sols, script), pick=pick)
-    cfg = make_config(tmp_path, sols, indepth={"n": 2})
+    backend = ScriptedBackend(SeedTeacher(sols, FORCED_SCRIPT), pick=pick)
+    cfg = make_config(tmp_path, sols, indepth={"n": 2}, allow_forced_indepth=True)
     result = run(cfg, backend)
     assert len(picked) == 5
     assert all(
@@ -142,12 +144,47 @@ def test_forced_verdicts_are_counted_and_used(tmp_path: Path) -> None:
     assert c["total.indepth.forced.box_not_a_verdict"] == 1
     assert c["total.indepth.forced.verdict_out_of_range"] == 1
     assert c["total.forced.total"] == 5
+    assert c["total.indepth.matched_forced"] == 1
     rec = load_records(shard_path(cfg.out_dir, 0, 1))[0]
     step1, step2 = rec["steps"]
     assert step1["initial"]["forced"] and step1["initial"]["verdict"] == -1
     assert step1["initial"]["text"].endswith("**Judgement**: \\boxed{-1}")
-    assert step2["indepth_sample"] == 0 and step2["indepth"]["forced"]  # forced -1 matches label
-    assert rec["status"] == "kept"  # the filter treats forced verdicts like any other
+    assert step1["indepth_sample"] == 1 and not step1["indepth"]["forced"]  # self-written first
+    assert step2["indepth_sample"] == 0 and step2["indepth"]["forced"]  # only a forced -1 matches
+    assert rec["status"] == "kept"
+
+
+def test_paper_default_uses_only_self_written_indepth_verdicts(tmp_path: Path) -> None:
+    """Step 2's only matching in-depth samples have forced verdicts: the reference never uses
+    those, so the solution is dropped and counted; step 1 prefers its self-written sample."""
+    sols = [sol("a", 1, 2)]
+    backend = ScriptedBackend(
+        SeedTeacher(sols, FORCED_SCRIPT), pick=lambda p, ch: list(ch).index("-1}")
+    )
+    cfg = make_config(tmp_path, sols, indepth={"n": 2})
+    result = run(cfg, backend)
+    rec = load_records(shard_path(cfg.out_dir, 0, 1))[0]
+    assert rec["status"] == "dropped" and rec["reason"] == "indepth_only_forced"
+    assert rec["steps"][0]["indepth_sample"] == 1 and rec["steps"][1]["indepth"] is None
+    c = result.counts
+    assert c["total.filter.dropped.indepth_only_forced"] == 1
+    assert c["total.indepth.matched_only_forced"] == 1 and c["total.indepth.matched_forced"] == 0
+    assert result.kept == 0
+
+
+def test_truncated_merge_is_dropped_and_counted(tmp_path: Path) -> None:
+    """A merge cut by max_tokens has a forced verdict and an unfinished body: never SFT data."""
+    sols = [sol("a", 0, 2), sol("b", -1, 2)]
+    cut = Completion("Let me verify this another way: 2 + 2 is", "length")
+    script = {("a", 1, "merge"): [cut]}
+    backend = ScriptedBackend(SeedTeacher(sols, script), pick=lambda p, ch: list(ch).index("-1}"))
+    cfg = make_config(tmp_path, sols)
+    result = run(cfg, backend)
+    assert [r["id"] for r in sft_rows(cfg)] == ["b"]
+    assert result.counts["total.filter.dropped.merge_truncated"] == 1
+    assert result.counts["total.merge.forced.truncated"] == 1
+    kept = run(replace(cfg, out_dir=str(tmp_path / "keep"), drop_truncated_merges=False), backend)
+    assert kept.kept == 2  # the local presets' choice (tiny CPU budgets cut every merge)
 
 
 def test_bad_merge_verdict_is_dropped(tmp_path: Path) -> None:

@@ -177,3 +177,25 @@ def test_backend_groups_prefills_and_keeps_order(fake_vllm: ModuleType, tmp_path
     backend.close()
     with pytest.raises(RuntimeError, match="closed"):
         backend.generate([user], SamplingParams())
+
+
+def test_choose_raises_instead_of_defaulting_when_guidance_is_not_applied(
+    fake_vllm: ModuleType, tmp_path: Any
+) -> None:
+    """An engine that ignores the choice constraint answers free text; choose() must not turn that
+    into choice 0 ("correct" for a verdict): it counts the outputs and raises."""
+    from deepcritic.generation.vllm import ChoiceError
+
+    backend = VLLMBackend(BackendConfig(kind="vllm", model=str(tmp_path)))
+
+    def ignore_guidance(messages: list[Any], sampling_params: Any, **kwargs: Any) -> list[Any]:
+        text = "I think the step is fine"
+        sample = FakeCompletionOutput(0, text, [0] * len(text))
+        return [FakeRequestOutput([0], [sample]) for _ in messages]
+
+    backend._llm.chat = ignore_guidance
+    prompt = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "\\boxed{"}]
+    with pytest.raises(ChoiceError, match=r"2 of 2 outputs matched none of \['1}', '-1}'\]"):
+        backend.choose([prompt, prompt], ["1}", "-1}"])
+    assert backend.stats.extra["choose_unmatched"] == 2.0
+    assert backend.stats.extra["choose_prompts"] == 2.0

@@ -269,3 +269,17 @@ def test_run_with_scripted_backends(tmp_path: Path, no_mlflow: None) -> None:
     rows = Path(result.samples_path).read_text().splitlines()
     assert len(rows) == 8 and Path(result.plot_path).is_file()
     assert result.metrics()["verified_k4"] == 1.0 and result.critic["samples"] == 8
+
+
+def test_several_critiques_per_solution_vote_in_strict_mode() -> None:
+    """With critiques_per_solution > 1 and require_marker, critiques without **Answer**: leave the
+    vote (two unmarked "no error" boxes would otherwise outvote the one marked "step 1")."""
+    outs = ["**Answer**: \\boxed{1}", "looks fine \\boxed{-1}", "all good \\boxed{-1}"]
+    critic = ScriptedBackend(lambda prompt, n: outs[:n])
+    rec = ProblemSamples("p", "q", "4", [_sample("4", True, None)])
+    cfg = VotingConfig(critiques_per_solution=3, critic_temperature=1.0)
+    voting.critique_samples(critic, [rec], cfg)
+    assert rec.samples[0].labels == [0, None, None] and rec.samples[0].verdict is False
+    lenient = VotingConfig(critiques_per_solution=3, critic_temperature=1.0, require_marker=False)
+    voting.critique_samples(critic, [rec], lenient)
+    assert rec.samples[0].labels == [0, -1, -1] and rec.samples[0].verdict is True

@@ -8,7 +8,9 @@ That file is a JSON array in the ProcessBench layout::
      "final_answer_correct": true, "label": -1}
 
 The steps already carry a ``Step i:`` prefix, which is stripped (``prompting.strip_step_prefix``)
-so prompts never number a step twice. Also accepted: JSONL with the same fields, ``question`` in
+so prompts never number a step twice. A step that is empty once its prefix is gone (item 98 of the
+released file: ``"Step 1: "``) is kept as an empty step: labels index steps by position, so dropping
+it would shift every later step. Its index is recorded in ``meta["empty_steps"]``. Also accepted: JSONL with the same fields, ``question`` in
 place of ``problem``, a missing ``final_answer_correct`` (kept as unknown) and an optional
 ``gold_answer``. Integer ids become ``mrgsm8k-<id>`` so they cannot collide with other sources.
 """
@@ -40,7 +42,8 @@ def to_solution(row: Row) -> Solution:
         item["steps"] = [strip_step_prefix(s).strip() if isinstance(s, str) else s for s in steps]
         empty = [i for i, s in enumerate(item["steps"]) if s == ""]
         if empty:
-            raise fail(row, f"steps[{empty[0]}]", "is empty after removing its 'Step i:' prefix")
+            meta = item.get("meta")
+            item["meta"] = {**(meta if isinstance(meta, dict) else {}), "empty_steps": empty}
     item["source"] = SOURCE
     return Solution.from_dict(item, source=row.source, line=row.line)
 

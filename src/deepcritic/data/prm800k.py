@@ -21,7 +21,10 @@ Labelling rule (one per trajectory):
 * ``finish_reason``: ``give_up`` / ``bad_problem`` rows are skipped and counted;
   ``found_error`` must contain a -1 step and ``solution`` must not (else :class:`DataError`).
   Rows flagged ``is_initial_screening_question`` (the same 30 screening problems served to every
-  labeller) are skipped and counted, so they do not repeat in training data.
+  labeller) are skipped and counted, so they do not repeat in training data. Rows flagged
+  ``is_quality_control_question`` (quality-control problems served to every labeller) are kept,
+  marked ``meta["quality_control"] = True``: the seed stage skips (and counts) them, as the
+  DeepCritic reference does, while the labels stay available to other uses.
 * Phase 2: when the labelled steps are a prefix of ``question.pre_generated_steps``, the whole
   pre-generated solution is kept (as in ProcessBench), and ``final_answer_correct`` compares
   ``pre_generated_answer`` with the ground truth (math-verify). ``solution`` rows are correct by
@@ -178,6 +181,7 @@ def to_solution(row: Row, stem: str) -> Solution:
             "labelled_steps": len(texts),
             "labeler": data.get("labeler"),
             "generation": data.get("generation"),
+            "quality_control": data.get("is_quality_control_question") is True,
         },
     )
 

@@ -8,6 +8,10 @@ Specs for :func:`load_problems`:
   ``math_oai/test.jsonl``, the 500-problem held-out split of "Let's Verify Step by Step".
 * ``jsonl:/path`` (or a bare ``*.jsonl`` path): canonical problem JSONL, one
   :meth:`Problem.to_dict` per line.
+* ``numinamath:/path`` (JSONL or a JSON array): NuminaMath-CoT rows (``problem``, ``solution``,
+  ``source``), the problems the paper annotates with Monte Carlo rollouts; the gold answer is the
+  last ``\boxed{}`` of ``solution``. Rows without one are malformed (``DataError`` naming the
+  row), or with ``skip_invalid`` skipped and counted. Ids are ``numinamath-<line - 1>``.
 * ``hf:<dataset>[:<config>]:<split>``: a hub dataset via ``datasets.load_dataset`` (needs network
   or a cache); rows map like the local files (``question``/``problem`` and ``answer``/``solution``).
 
@@ -137,7 +141,7 @@ def math_problem(row: Row, source: str) -> Problem:
         raise fail(row, "answer", f"must be a non-empty string, got {answer!r:.60}")
     uid = row.data.get("unique_id")
     pid = f"{source}-{uid}" if isinstance(uid, str) and uid else f"{source}-{_index(row)}"
-    meta = {k: row.data[k] for k in ("level", "type", "subject") if k in row.data}
+    meta = {k: row.data[k] for k in ("level", "type", "subject", "source") if k in row.data}
     return Problem(pid, problem, answer.strip(), source, None, meta)
 
 
@@ -173,6 +177,13 @@ def load_problems(
         convert = partial(maker, source=name)
         report = LoadReport(spec)
         rows: Iterator[Row] = iter_json_rows(path, skip_invalid=skip_invalid, report=report)
+    elif spec.startswith("numinamath:"):
+        path = Path(spec.removeprefix("numinamath:"))
+        if not path.is_file():
+            raise FileNotFoundError(f"{spec}: NuminaMath file {path} does not exist")
+        report = LoadReport(str(path))
+        rows = iter_json_rows(path, skip_invalid=skip_invalid, report=report)
+        convert = partial(math_problem, source="numinamath")
     elif spec.startswith("hf:"):
         report = LoadReport(spec)
         rows = _hf_rows(spec[3:])

@@ -38,6 +38,11 @@ from deepcritic.models import resolve_model
 
 log = logging.getLogger(__name__)
 
+
+class ChoiceError(RuntimeError):
+    """``choose()`` got outputs that name none of the choices (constrained decoding not applied)."""
+
+
 VLLM_MISSING = (
     "the vLLM backend needs vLLM, which ships only in the GPU images: "
     "pip install 'deepcritic[vllm]' (or use generation.kind=hf / openai)"
@@ -171,7 +176,13 @@ class VLLMBackend:
         return results
 
     def choose(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[int]:
-        """Guided decoding among ``choices``; the generated text is exactly one of them."""
+        """Guided decoding among ``choices``; the generated text is exactly one of them.
+
+        An output that names none of the choices means constrained decoding was not applied (an
+        engine or API mismatch). That is an error, never a silent default to choice 0 (for a
+        verdict, "correct"): the count is recorded in ``stats.extra["choose_unmatched"]`` and the
+        call raises :class:`ChoiceError`.
+        """
         options = list(choices)
         if not options or len(set(options)) != len(options):
             raise ValueError(f"choose() needs distinct choices, got {options}")
@@ -184,16 +195,18 @@ class VLLMBackend:
         sampling = self._vllm.SamplingParams(**to_vllm_sampling_kwargs(greedy), **guided)
         texts = [group[0].text for group in self._chat(items, sampling, progress=False)]
         picked = [match_choice(t, options) for t in texts]
-        unmatched = sum(p is None for p in picked)
-        if unmatched:  # only if guided decoding was not applied
-            log.warning(
-                "choose(): %d of %d outputs matched none of %s", unmatched, len(items), options
-            )
+        unmatched = [i for i, p in enumerate(picked) if p is None]
         extra = self.stats.extra
-        extra["choose_unmatched"] = extra.get("choose_unmatched", 0.0) + unmatched
+        extra["choose_unmatched"] = extra.get("choose_unmatched", 0.0) + len(unmatched)
         extra["choose_prompts"] = extra.get("choose_prompts", 0.0) + len(items)
         extra["choose_seconds"] = extra.get("choose_seconds", 0.0) + time.perf_counter() - start
-        return [0 if p is None else p for p in picked]
+        if unmatched:
+            raise ChoiceError(
+                f"choose(): {len(unmatched)} of {len(items)} outputs matched none of {options} "
+                f"(first: {texts[unmatched[0]]!r:.80}); constrained decoding was not applied, "
+                "check the vLLM version (>=0.10,<=0.31)"
+            )
+        return [p for p in picked if p is not None]
 
     def close(self) -> None:
         """Free the engine and its GPU memory (best effort: vLLM keeps some global state)."""

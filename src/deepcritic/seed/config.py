@@ -60,14 +60,21 @@ class SeedConfig:
         "model": "generation.model",
     }
 
-    data: str = ""  # canonical JSONL of step-labelled solutions (PRM800K phase 2 in production)
+    data: str = ""  # canonical JSONL of step-labelled solutions (`deepcritic prepare` output)
     out_dir: str = "outputs/seed"
     generation: BackendConfig = field(default_factory=BackendConfig)
     initial: SubstepSampling = field(default_factory=_initial)
     indepth: SubstepSampling = field(default_factory=_indepth)
     merge: SubstepSampling = field(default_factory=_merge)
-    # cap on all-correct solutions whose initial critiques were already all right (issue default)
+    # cap on all-correct solutions whose initial critiques were already all right (paper: 250)
     balance_cap: int = 250
+    # reference: quality-control rows (PRM800K meta.quality_control, seen by every labeller) skipped
+    skip_quality_control: bool = True
+    # reference: one solution per problem (a seeded shuffle keeps the first of each problem); here
+    # the one with the lowest hash of (seed, id), so every shard layout picks the same one
+    one_per_problem: bool = True
+    # reference: the first 10,000 problems of that shuffle (-> ~4.5K SFT examples); None = all
+    max_problems: int | None = None
     max_solutions: int | None = None  # use only the first N input solutions (None = all)
     # skip (and count) solutions with more steps to critique (up to the first wrong step, or
     # all of them) than this: on a small budget, short solutions give the filter a chance
@@ -76,6 +83,12 @@ class SeedConfig:
     mode: SeedMode = "all"
     chunk_size: int = 16  # solutions batched together; a kill loses at most this one chunk
     require_merge_match: bool = True  # drop a solution whose merged verdict contradicts its label
+    # reference: only in-depth samples that wrote their own verdict are used; True lets a forced
+    # verdict (finished by constrained decoding) stand in when no self-written one matches
+    allow_forced_indepth: bool = False
+    # drop (and count) a solution whose merged critique was cut by max_tokens: its verdict was
+    # forced and its body is unfinished
+    drop_truncated_merges: bool = True
     skip_invalid: bool = False  # count and skip malformed input rows instead of failing
     sample_size: int = 20  # kept critiques logged as an artifact
     seed: int = 0
@@ -86,6 +99,8 @@ class SeedConfig:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
         if self.balance_cap < 0:
             raise ValueError(f"balance_cap must be >= 0, got {self.balance_cap}")
+        if self.max_problems is not None and self.max_problems < 0:
+            raise ValueError(f"max_problems must be >= 0, got {self.max_problems}")
         if self.max_solutions is not None and self.max_solutions < 0:
             raise ValueError(f"max_solutions must be >= 0, got {self.max_solutions}")
         if self.max_critiqued_steps is not None and self.max_critiqued_steps < 1:

@@ -61,7 +61,7 @@ def balance(records: Sequence[dict[str, Any]], cap: int, seed: int) -> set[str]:
 
 def total_counts(records: Sequence[dict[str, Any]], capped: set[str]) -> dict[str, int]:
     """Every count of the stage, summed over all records (so shards and resumes add up)."""
-    c: Counter[str] = Counter()
+    c: Counter[str] = Counter({"filter.kept": 0})
     for r in records:
         c.update(r.get("counts", {}))
         c["solutions.in"] += 1

@@ -43,6 +43,7 @@ class StepWork:
     initial: Verdict | None = None
     indepth: Verdict | None = None
     indepth_sample: int | None = None  # which of the n in-depth samples matched
+    indepth_only_forced: bool = False  # some sample matched, but only with a forced verdict
     merged: Verdict | None = None
 
     @property
@@ -63,7 +64,7 @@ def critique_chunk(
     work = [StepWork(s, j) for s in solutions for j in range(steps_to_critique(s))]
     _run_initial(backend, work, config, chunk_seed, counts)
     _run_indepth(backend, work, config, chunk_seed + 1, counts)
-    failed = {w.solution.id for w in work if w.indepth is None}
+    failed = {w.solution.id for w in work if w.indepth is None}  # no merge for a doomed solution
     merge_work = [w for w in work if w.solution.id not in failed]
     _run_merge(backend, merge_work, config, chunk_seed + 2, counts)
     return [
@@ -108,6 +109,16 @@ def _run_initial(
         c["matched"] += bool(w.initial and grader.is_match(w.initial.value, w.expected))
 
 
+def pick_indepth(group: Sequence[Verdict], expected: int, allow_forced: bool) -> int | None:
+    """Index of the in-depth sample to keep: the first matching one that wrote its own verdict
+    (the reference uses only those); else, when ``allow_forced``, the first matching forced one."""
+    hits = [k for k, v in enumerate(group) if grader.is_match(v.value, expected)]
+    written = [k for k in hits if not group[k].forced]
+    if written:
+        return written[0]
+    return hits[0] if hits and allow_forced else None
+
+
 def _run_indepth(
     backend: Backend, work: list[StepWork], config: SeedConfig, seed: int, counts: Counts
 ) -> None:
@@ -117,11 +128,16 @@ def _run_indepth(
         c = counts[w.solution.id]["indepth"]
         c["requests"] += 1
         count_verdicts(group, c)
-        hits = [k for k, v in enumerate(group) if grader.is_match(v.value, w.expected)]
+        hits = [v for v in group if grader.is_match(v.value, w.expected)]
         c["matched_samples"] += len(hits)
-        if hits:  # paper: keep the first sample whose verdict matches the label
-            w.indepth, w.indepth_sample = group[hits[0]], hits[0]
+        k = pick_indepth(group, w.expected, config.allow_forced_indepth)
+        if k is not None:  # paper: keep the first sample whose verdict matches the label
+            w.indepth, w.indepth_sample = group[k], k
             c["matched"] += 1
+            c["matched_forced"] += group[k].forced
+        elif hits:  # matches exist, all with forced verdicts, and those are not allowed
+            w.indepth_only_forced = True
+            c["matched_only_forced"] += 1
 
 
 def _run_merge(
@@ -160,8 +176,9 @@ def format_messages(solution: Solution, bodies: Sequence[str]) -> list[dict[str,
 
 
 def roundtrip_ok(solution: Solution, assistant: str) -> bool:
-    """The final text must parse back (one grader) to the label and to every step verdict."""
-    judgment = grader.parse_critique(assistant)
+    """The final text must parse back (one grader, strict mode: the reward's reading) to the label
+    and to every step verdict."""
+    judgment = grader.parse_critique(assistant, strict=True)
     wanted = [expected_verdict(solution, j) == 1 for j in range(steps_to_critique(solution))]
     got = [v.correct for v in judgment.verdicts]
     return grader.is_match(judgment.label, solution.label) and got == wanted
@@ -169,9 +186,14 @@ def roundtrip_ok(solution: Solution, assistant: str) -> bool:
 
 def _drop_reason(solution: Solution, work: Sequence[StepWork], config: SeedConfig) -> str | None:
     if not all(w.indepth for w in work):
-        return "indepth_mismatch"
+        only_forced = any(w.indepth is None and w.indepth_only_forced for w in work)
+        return "indepth_only_forced" if only_forced else "indepth_mismatch"
     if any(w.merged is None for w in work):
         return "merge_missing"
+    if config.drop_truncated_merges and any(
+        w.merged is not None and w.merged.reason == "truncated" for w in work
+    ):
+        return "merge_truncated"
     if config.require_merge_match and not all(
         w.merged and grader.is_match(w.merged.value, w.expected) for w in work
     ):

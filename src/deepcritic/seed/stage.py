@@ -14,11 +14,13 @@ from tqdm import tqdm
 
 from deepcritic import tracking
 from deepcritic.config import add_dataclass_arguments, config_from_args
+from deepcritic.data.loaders import detect_format
 from deepcritic.generation import Backend, make_backend
 from deepcritic.records import DataError, LoadReport, Solution, read_solutions
 from deepcritic.seed.config import SeedConfig, parse_shard
 from deepcritic.seed.finalize import finalize, missing_shards
 from deepcritic.seed.generate import critique_chunk
+from deepcritic.seed.select import select_inputs
 from deepcritic.seed.store import (
     append_records,
     check_unique,
@@ -28,7 +30,6 @@ from deepcritic.seed.store import (
     shard_path,
     write_atomic,
 )
-from deepcritic.seed.teacher import steps_to_critique
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +45,15 @@ class SeedResult:
 
 
 def load_inputs(config: SeedConfig, counts: Counter[str]) -> list[Solution]:
-    """Read the solutions (unique ids required), apply ``max_critiqued_steps``, then
-    ``max_solutions``."""
+    """Read the solutions (unique ids required) and select the ones to critique
+    (:func:`deepcritic.seed.select.select_inputs`); every skip is counted."""
     if not config.data:
         raise ValueError("data: path to the step-labelled solutions JSONL is required")
+    if Path(config.data).is_file() and detect_format(config.data) == "prm800k":
+        raise ValueError(
+            f"data: {config.data} is raw PRM800K; convert it first (deepcritic prepare --config "
+            "src/deepcritic/configs/prepare.paper.yaml) and pass the prepared JSONL"
+        )
     report = LoadReport(config.data)
     solutions = read_solutions(config.data, skip_invalid=config.skip_invalid, report=report)
     counts["input.read"] += report.read
@@ -57,19 +63,7 @@ def load_inputs(config: SeedConfig, counts: Counter[str]) -> list[Solution]:
         if s.id in seen:
             raise DataError(config.data, None, "id", f"duplicate id {s.id!r} (solution #{n})")
         seen.add(s.id)
-    if config.max_critiqued_steps is not None:
-        short = [s for s in solutions if steps_to_critique(s) <= config.max_critiqued_steps]
-        counts["input.skipped.too_many_steps"] += len(solutions) - len(short)
-        log.info(
-            "%s: %d of %d solutions have more than %d steps to critique (skipped)",
-            config.data,
-            len(solutions) - len(short),
-            len(solutions),
-            config.max_critiqued_steps,
-        )
-        solutions = short
-    if config.max_solutions is not None:
-        solutions = solutions[: config.max_solutions]
+    solutions = select_inputs(solutions, config, counts)
     counts["input.used"] += len(solutions)
     return solutions
 

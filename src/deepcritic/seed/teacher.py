@@ -22,7 +22,6 @@ VERDICT_PREFIX = "**Judgement**: \\boxed{"
 # The closing brace is part of each choice, so "1" cannot win as the prefix of "10" or "12".
 VERDICT_CHOICES = ("1}", "-1}")
 CORRECT, WRONG = 1, -1
-NO_EARLIER_STEPS = "(none: this is the first step)"
 
 
 @dataclass(frozen=True)
@@ -54,9 +53,13 @@ def expected_verdict(solution: Solution, index: int) -> int:
 
 
 def _context(solution: Solution, index: int) -> dict[str, str]:
-    earlier = number_steps(solution.steps[:index]) if index else NO_EARLIER_STEPS
+    """The paper's teacher context: the problem, the whole solution, and the step under review."""
     step = f"Step {index + 1}: {strip_step_prefix(solution.steps[index]).strip()}"
-    return {"problem": solution.problem.strip(), "previous_steps": earlier, "step": step}
+    return {
+        "problem": solution.problem.strip(),
+        "solution": number_steps(solution.steps),
+        "step": step,
+    }
 
 
 def _messages(template: str, **fields: str) -> Prompt:
