@@ -187,8 +187,17 @@ def _body(**p: Any) -> None:
 PRM800K_PHASE2 = (
     "prm800k:https://github.com/openai/prm800k/raw/main/prm800k/data/phase2_train.jsonl"
 )
-PAPER_BENCHMARKS = ["processbench:gsm8k", "processbench:math", "processbench:olympiadbench",
-                    "processbench:omnimath"]  # fmt: skip
+# paper: ProcessBench x4 (from the hub), MR-GSM8K as released by the DeepCritic authors, PRM800K test
+PAPER_BENCHMARKS = [
+    "processbench-gsm8k=processbench:gsm8k",
+    "processbench-math=processbench:math",
+    "processbench-olympiadbench=processbench:olympiadbench",
+    "processbench-omnimath=processbench:omnimath",
+    "mrgsm8k=mrgsm8k:https://github.com/RUCBM/DeepCritic/raw/main/data/Mr-GSM8K/processed_test.json",
+    "prm800k-test=prm800k:https://github.com/openai/prm800k/raw/main/prm800k/data/phase2_test.jsonl",
+]
+# paper: NuminaMath problems (AI-MO/NuminaMath-CoT as JSONL, placed on the run volume)
+NUMINAMATH = "numinamath:/mnt/deepcritic-run/inputs/numinamath/train.jsonl"
 PAPER_GPU_POOL = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}  # NVIDIA GPU feature discovery
 GPU_TAINT = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 
@@ -208,12 +217,12 @@ def deepcritic_pipeline(
     sft_launcher: str = "trainjob",  # trainjob (Kubeflow Trainer, ZeRO-3) | inprocess (local)
     sft_overrides: list = [],  # noqa: B006
     rl_data_source: str = "labels",  # labels (human first-error labels) | mc (MC annotation)
-    mc_problems: str = "gsm8k:train",  # problems for MC annotation (rl_data_source=mc)
+    mc_problems: str = NUMINAMATH,  # problems for MC annotation (rl_data_source=mc)
     mc_limit: int = 0,  # first N problems (0 = all)
     mc_overrides: list = [],  # noqa: B006
     grpo_launcher: str = "trainjob",  # trainjob | inprocess
     grpo_overrides: list = [],  # noqa: B006
-    eval_benchmarks: list = PAPER_BENCHMARKS,  # noqa: B006  paper: ProcessBench x4
+    eval_benchmarks: list = PAPER_BENCHMARKS,  # noqa: B006  paper: the six benchmarks
     eval_limit: int = 0,  # first N items per benchmark (0 = all)
     eval_overrides: list = [],  # noqa: B006
     registry_model_name: str = "deepcritic",  # MLflow registered model (serve: @champion)

@@ -55,7 +55,7 @@ def test_local_tiny_pipeline_registers_and_promotes(
     assert not list(tasks.rglob("mlflow.db")) and not list(tasks.rglob("mlartifacts"))
     assert len(list(tasks.glob("*/task-*"))) >= 10  # a fresh folder (and HOME) per task
     # deploy pinned the version, a fresh `deepcritic serve` loaded it through models:/ and answered
-    outs = list(Path(result.pipeline_root).glob("*/deploy/executor_output.json"))
+    outs = list(Path(result.pipeline_root).glob("*/deploy*/executor_output.json"))
     assert len(outs) == 1
     served = json.loads(json.loads(outs[0].read_text())["parameterValues"]["Output"])
     assert served["model_uri"] == "models:/deepcritic/1" and served["previous_uri"] is None
