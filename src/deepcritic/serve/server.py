@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
+import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,8 +27,6 @@ from deepcritic.config import add_dataclass_arguments, config_from_args
 from deepcritic.serve.config import ServeConfig
 
 log = logging.getLogger(__name__)
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @contextlib.contextmanager
@@ -143,10 +143,9 @@ def _critic_server_class() -> type:
         def __init__(self, config: ServeConfig):
             super().__init__(
                 http_port=config.port,
-                grpc_port=config.grpc_port,
                 workers=1,  # one process: dynamic batching needs every request in one queue
-                enable_grpc=config.enable_grpc,
-                enable_docs_url=config.enable_docs,
+                enable_grpc=False,  # KServe's gRPC server binds [::] and serves repository routes
+                enable_docs_url=False,
             )
             self.serve_config = config
 
@@ -167,13 +166,6 @@ def _critic_server_class() -> type:
             )
             self._rest_server = rest
             self.servers.append(rest.start())
-            if self.enable_grpc:
-                grpc = ms.GRPCServer(
-                    self.grpc_port, self.dataplane, self.model_repository_extension,
-                    kwargs=vars(ms.args), grace_period=self.grace_period,
-                )  # fmt: skip
-                self._grpc_server = grpc
-                self.servers.append(grpc.start(self.max_threads))
             log.info("listening on http://%s:%d", self.serve_config.host, self.http_port)
             self.setup_event_loop()
             self.register_signal_handler()
@@ -193,13 +185,33 @@ def build_model(config: ServeConfig) -> Any:
     return CriticModel(config)
 
 
+def is_loopback(host: str) -> bool:
+    """True when ``host`` is a loopback address (127.0.0.0/8, ::1, an IPv4-mapped 127.x) or a
+    name that resolves only to such addresses. Anything that cannot be resolved is not."""
+    text = host.strip().strip("[]")
+    try:
+        addresses = [ipaddress.ip_address(text)]
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(text, None, proto=socket.IPPROTO_TCP)
+        except (OSError, UnicodeError):
+            return False
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+    if not addresses:
+        return False
+    return all(_loopback_address(a) for a in addresses)
+
+
+def _loopback_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool(address.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
 def check_bind(config: ServeConfig) -> None:
-    if config.host not in LOOPBACK:
+    """Warn when the server listens beyond loopback (an explicit ``host``; never the default)."""
+    if not is_loopback(config.host):
         log.warning("binding %s: every client that reaches this address can call the critic "
                     "(in the cluster, Istio authentication sits in front)", config.host)  # fmt: skip
-    if config.enable_grpc and config.host in LOOPBACK:
-        raise ValueError("enable_grpc: KServe's gRPC server binds every interface ([::]); "
-                         "enable it only together with an explicit non-loopback host")  # fmt: skip
 
 
 @dataclass
