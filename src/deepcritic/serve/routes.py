@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from prometheus_client import REGISTRY, exposition
 from starlette.applications import Starlette
+from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -273,19 +274,26 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return error(500, f"internal error ({type(exc).__name__}); see the server log")
 
 
+class ModelNameConvertor(StringConvertor):
+    """A model name in a path: one segment without ``:`` (``<name>:explain`` is no model)."""
+
+    regex = "[^/:]+"
+
+
 def routes(model: CriticModel, config: ServeConfig) -> tuple[Endpoints, list[Route]]:
     """The documented routes and their handlers."""
+    register_url_convertor("model", ModelNameConvertor())
     e = Endpoints(model, config)
     table = [
         Route("/", e.live, methods=["GET"]),
         Route("/metrics", e.metrics, methods=["GET"]),
-        Route("/v1/models/{name}", e.model_ready, methods=["GET"]),
-        Route("/v1/models/{name}:predict", e.v1_predict, methods=["POST"]),
+        Route("/v1/models/{name:model}", e.model_ready, methods=["GET"]),
+        Route("/v1/models/{name:model}:predict", e.v1_predict, methods=["POST"]),
         Route("/v2/health/live", e.v2_live, methods=["GET"]),
         Route("/v2/health/ready", e.v2_ready, methods=["GET"]),
-        Route("/v2/models/{name}", e.v2_metadata, methods=["GET"]),
-        Route("/v2/models/{name}/ready", e.model_ready, methods=["GET"]),
-        Route("/v2/models/{name}/infer", e.v2_infer, methods=["POST"]),
+        Route("/v2/models/{name:model}", e.v2_metadata, methods=["GET"]),
+        Route("/v2/models/{name:model}/ready", e.model_ready, methods=["GET"]),
+        Route("/v2/models/{name:model}/infer", e.v2_infer, methods=["POST"]),
     ]
     if config.openai_enabled:
         table.append(Route("/openai/v1/chat/completions", e.chat, methods=["POST"]))

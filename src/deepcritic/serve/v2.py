@@ -79,6 +79,11 @@ def _object(value: Any, field_name: str, allowed: Sequence[str]) -> dict[str, An
     return value
 
 
+def _or_empty(value: Any) -> Any:
+    """An absent (or null) parameters object is empty; anything else is checked as given."""
+    return {} if value is None else value
+
+
 def split_body(body: bytes, headers: Mapping[str, str]) -> tuple[bytes, bytes]:
     """(JSON header, binary tail) of a v2 body; checks the Content-Type and the header."""
     raw = headers.get(HEADER_LENGTH)
@@ -148,7 +153,7 @@ def _tensor_values(
         raise RequestError(
             f"{where}.datatype", f"must be BYTES, got {tensor.get('datatype')!r:.40}"
         )
-    params = _object(tensor.get("parameters") or {}, f"{where}.parameters",
+    params = _object(_or_empty(tensor.get("parameters")), f"{where}.parameters",
                      ("binary_data_size", "content_type"))  # fmt: skip
     size = params.get("binary_data_size")
     if size is not None:
@@ -211,7 +216,9 @@ def _outputs(value: Any, binary_default: bool) -> list[tuple[str, bool]]:
             )
         if any(name == n for n, _ in out):
             raise RequestError(f"outputs[{i}].name", f"{name!r} is requested twice")
-        params = _object(spec.get("parameters") or {}, f"outputs[{i}].parameters", ("binary_data",))
+        params = _object(
+            _or_empty(spec.get("parameters")), f"outputs[{i}].parameters", ("binary_data",)
+        )
         binary = params.get("binary_data", binary_default)
         if not isinstance(binary, bool):
             raise RequestError(f"outputs[{i}].parameters.binary_data", "must be true or false")
@@ -259,7 +266,7 @@ def parse_v2(body: bytes, headers: Mapping[str, str], config: ServeConfig) -> V2
     rid = obj.get("id")
     if rid is not None and (not isinstance(rid, (str, int)) or isinstance(rid, bool)):
         raise RequestError("id", f"must be a string, got {type(rid).__name__}")
-    params = _object(obj.get("parameters") or {}, "parameters", PARAMETERS)
+    params = _object(_or_empty(obj.get("parameters")), "parameters", PARAMETERS)
     binary = params.get("binary_data_output", False)
     if not isinstance(binary, bool):
         raise RequestError("parameters.binary_data_output", "must be true or false")
