@@ -43,7 +43,8 @@ OUTPUTS = ("result", "critique")
 SAMPLING = ("samples", "temperature", "max_tokens", "top_p")
 PARAMETERS = (*SAMPLING, "binary_data_output")
 HEADER_LENGTH = "inference-header-content-length"
-_BODY_KEYS = ("id", "parameters", "inputs", "outputs")
+# model_name / model_version: KServe's Python client sends them in the body (informational)
+_BODY_KEYS = ("id", "parameters", "inputs", "outputs", "model_name", "model_version")
 _TENSOR_KEYS = ("name", "shape", "datatype", "parameters", "data")
 
 
@@ -263,6 +264,9 @@ def parse_v2(body: bytes, headers: Mapping[str, str], config: ServeConfig) -> V2
     """An infer request body (JSON, or JSON + binary tensors) -> validated critique requests."""
     head, tail = split_body(body, headers)
     obj = _object(decode_json(head), "body", _BODY_KEYS)
+    for key in ("model_name", "model_version"):
+        if obj.get(key) is not None and not isinstance(obj[key], str):
+            raise RequestError(key, f"must be a string, got {type(obj[key]).__name__}")
     rid = obj.get("id")
     if rid is not None and (not isinstance(rid, (str, int)) or isinstance(rid, bool)):
         raise RequestError("id", f"must be a string, got {type(rid).__name__}")
