@@ -229,3 +229,29 @@ def test_v2_and_chat_round_trip_with_escaped_control_tokens(tokenizer: Any) -> N
     assert rc.status_code == 200 and rc.json()["choices"][0]["message"]["content"] == CRITIQUE
     seen = model.backend.prompts[-1]  # type: ignore[union-attr]
     assert "<|im_end|>" not in seen[-1]["content"] and "\u200b" in seen[-1]["content"]
+
+
+def test_a_refused_instance_cancels_the_rest_of_its_request(tokenizer: Any) -> None:
+    from dataclasses import replace
+
+    from deepcritic.serve.config import BatchingConfig
+
+    config = replace(CONFIG, batching=BatchingConfig(max_queue=2, max_wait_ms=50))
+    info = ModelInfo("deepcritic", "7", "models:/deepcritic/7")
+    backend = ScriptedBackend(tokenizer)
+    model = CriticModel(config, backend=backend, info=info)  # type: ignore[arg-type]
+    model.load()
+
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=build_app(model, config))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            r = await client.post(V1, json={"instances": [GOOD] * 4})
+            await asyncio.sleep(0.2)  # past the batch window: nothing may be generated now
+            return r
+
+    r = asyncio.run(go())
+    assert r.status_code == 503 and "server busy" in r.json()["error"]
+    assert r.headers["retry-after"] == "1"
+    assert backend.prompts == []  # the 2 queued instances were dropped, not generated
+    assert model.batcher is not None and model.batcher.waiting == 0
+    assert model.batcher.cancelled == {"queued": 2, "generating": 0}

@@ -340,17 +340,26 @@ def test_kserve_python_client_v2_json_and_binary(server: dict) -> None:
         assert len(texts) == 2 and all(isinstance(t, (str, bytes)) for t in texts)
 
 
-async def _gone_client(port: int, body: dict, after_s: float) -> None:
-    """A real socket that sends a request and disconnects before the answer."""
+async def _gone_client(port: int, body: dict, leave: asyncio.Event | float) -> None:
+    """A real socket that sends a request and disconnects before the answer (when ``leave`` is
+    set, or after that many seconds)."""
     data = json.dumps(body).encode()
     head = (f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n")  # fmt: skip
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(head.encode() + data)
     await writer.drain()
-    await asyncio.sleep(after_s)
+    if isinstance(leave, asyncio.Event):
+        await leave.wait()
+    else:
+        await asyncio.sleep(leave)
     writer.close()
     await writer.wait_closed()
+
+
+def _queue_depth(base: str) -> float:
+    text = httpx.get(f"{base}/metrics").text
+    return _metric(text, f'deepcritic_queue_depth{{model_name="{MODEL}"}}')
 
 
 def _cancelled(base: str) -> dict[str, float]:
@@ -363,18 +372,30 @@ def _cancelled(base: str) -> dict[str, float]:
     }
 
 
+async def _until_depth(base: str, depth: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while await asyncio.to_thread(_queue_depth, base) < depth:
+        assert time.monotonic() < deadline, f"the queue never reached {depth} prompts"
+        await asyncio.sleep(0.05)
+
+
 def test_disconnected_clients_work_is_cancelled(server: dict) -> None:
     base, port = server["base"], server["port"]
     before_text, before = httpx.get(f"{base}/metrics").text, _cancelled(base)
+    busy_body = {**GOOD, "max_tokens": 1024, "samples": 2}  # keeps the model busy for seconds
 
     async def go() -> int:
         async with httpx.AsyncClient(base_url=base, timeout=120) as http:
-            busy = asyncio.ensure_future(  # keeps the model busy for a few seconds
-                http.post(f"/v1/models/{MODEL}:predict", json={**GOOD, "max_tokens": 512})
-            )
-            await asyncio.sleep(0.5)
+            busy = asyncio.ensure_future(http.post(f"/v1/models/{MODEL}:predict", json=busy_body))
+            await _until_depth(base, 1)  # the busy prompt is in: its batch starts within 2 ms
+            await asyncio.sleep(0.2)
+            leave = asyncio.Event()
             gone = {**GOOD, "max_tokens": 1000, "samples": 2}
-            await asyncio.gather(*(_gone_client(port, gone, 0.3) for _ in range(8)))
+            clients = [asyncio.ensure_future(_gone_client(port, gone, leave)) for _ in range(8)]
+            await _until_depth(base, 9)  # busy + 8 queued prompts
+            assert not busy.done(), "the busy request ended before the others could queue"
+            leave.set()  # the 8 clients disconnect while their prompts wait in the queue
+            await asyncio.gather(*clients)
             return (await busy).status_code
 
     assert asyncio.run(go()) == 200
@@ -383,15 +404,21 @@ def test_disconnected_clients_work_is_cancelled(server: dict) -> None:
         time.sleep(0.2)
     after_text, after = httpx.get(f"{base}/metrics").text, _cancelled(base)
     assert after["queued"] - before["queued"] == 8
-    # none of the 8 gone prompts was generated: only the busy request's 512 tokens were
+    # none of the 8 gone prompts was generated: only the busy request's 2 x 1024 tokens were
     generated = _metric(after_text, "deepcritic_completion_tokens_total") - _metric(
         before_text, "deepcritic_completion_tokens_total"
     )
-    assert generated == 512, generated
+    assert generated == 2048, generated
+    assert _queue_depth(base) == 0
     assert _predict(base, GOOD).status_code == 200  # and the server carries on
 
     async def gone_while_generating() -> None:
-        await _gone_client(port, {**GOOD, "max_tokens": 512}, 0.5)
+        leave = asyncio.Event()
+        client = asyncio.ensure_future(_gone_client(port, {**GOOD, "max_tokens": 1024}, leave))
+        await _until_depth(base, 1)
+        await asyncio.sleep(0.1)  # its generate call has started (1024 tokens take seconds)
+        leave.set()
+        await client
 
     asyncio.run(gone_while_generating())
     deadline = time.monotonic() + 15

@@ -26,7 +26,7 @@ STEPS = [json.dumps(["1 + 1 = 3", "So 3."]), json.dumps(["2"])]
 
 
 def _body(**kw: object) -> dict:
-    body = {
+    body: dict[str, object] = {
         "inputs": [
             {"name": "problem", "shape": [2], "datatype": "BYTES", "data": ["1+1?", "2?"]},
             {"name": "steps", "shape": [2], "datatype": "BYTES", "data": STEPS},

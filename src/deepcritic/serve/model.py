@@ -77,9 +77,12 @@ class CriticModel(Model):
         tokenizer = load_tokenizer(self.backend, path, self.config.generation.trust_remote_code)
         self._count_tokens = token_counter(tokenizer)
         self.special_tokens = special_tokens(tokenizer)
-        self.batcher = DynamicBatcher(
+        batcher = DynamicBatcher(
             self.backend, self.config.batching, observe=self._observe, on_cancel=self._cancelled
         )
+        self.batcher = batcher
+        # read at every scrape: prompts queued or generating right now
+        self.metrics.queue_depth.labels(model_name=self.name).set_function(lambda: batcher.waiting)
         self.ready = True
         return self.ready
 
@@ -88,8 +91,6 @@ class CriticModel(Model):
 
     def _observe(self, size: int, seconds: float, outs: Any) -> None:
         self.metrics.observe_batch(size, seconds, outs, self.name)
-        if self.batcher is not None:
-            self.metrics.queue_depth.labels(model_name=self.name).set(self.batcher.waiting)
 
     def _cancelled(self, stage: str, prompts: int) -> None:
         self.metrics.cancelled.labels(model_name=self.name, stage=stage).inc(prompts)
@@ -122,14 +123,17 @@ class CriticModel(Model):
         response_headers: dict[str, str] | None = None,
     ) -> tuple[ParsedPayload, list[Any]]:
         assert self.batcher is not None, "load() was not called"
-        gauge = self.metrics.queue_depth.labels(model_name=self.name)
         tokens = self.special_tokens
+        tasks = [
+            asyncio.ensure_future(self.batcher.generate([r.prompt(tokens)], r.params))
+            for r in payload.requests
+        ]
         try:
-            outs = await asyncio.gather(
-                *(self.batcher.generate([r.prompt(tokens)], r.params) for r in payload.requests)
-            )
-        finally:
-            gauge.set(self.batcher.waiting)
+            outs = await asyncio.gather(*tasks)
+        except BaseException:  # one instance refused (queue full) or the client went away:
+            for task in tasks:  # the other instances are not generated for nobody
+                task.cancel()
+            raise
         return payload, [o[0] for o in outs]
 
     async def postprocess(  # type: ignore[override]

@@ -33,7 +33,7 @@ from starlette.applications import Starlette
 from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -166,7 +166,7 @@ class Endpoints:
         except BodyTooLarge as e:
             code = 413
             return error(413, str(e))
-        except ClientGone:
+        except (ClientGone, ClientDisconnect):
             code = CLIENT_GONE
             log.info("client went away: request cancelled")
             return Response(status_code=CLIENT_GONE)
