@@ -124,3 +124,55 @@ def test_config_rejects_nonsense() -> None:
         BatchingConfig(max_batch_size=0)
     with pytest.raises(ValueError, match="max_wait_ms"):
         BatchingConfig(max_wait_ms=-1)
+
+
+def test_cancelled_callers_queued_prompts_never_reach_the_model() -> None:
+    backend = RecordingBackend(delay=0.2)
+    seen: list[tuple[str, int]] = []
+    batcher = DynamicBatcher(
+        backend, BatchingConfig(max_batch_size=2, max_wait_ms=0),
+        on_cancel=lambda stage, n: seen.append((stage, n)),
+    )  # fmt: skip
+
+    async def go() -> str:
+        first = asyncio.ensure_future(batcher.generate([_prompt("first")], SamplingParams()))
+        await asyncio.sleep(0.05)  # "first" is generating now (0.2 s)
+        gone = [
+            asyncio.ensure_future(batcher.generate([_prompt(f"gone{i}")], SamplingParams()))
+            for i in range(5)
+        ]
+        await asyncio.sleep(0.01)
+        for task in gone:  # their clients disconnect while they wait in the queue
+            task.cancel()
+        first.cancel()  # and the first client gives up during its generate call
+        out = await batcher.generate([_prompt("after")], SamplingParams())
+        assert all(t.cancelled() for t in [first, *gone])
+        assert batcher.waiting == 0
+        await batcher.aclose()
+        return out[0][0].text
+
+    assert asyncio.run(go()) == "after#0"
+    assert [n for n, _ in backend.calls] == [1, 1]  # "first", then "after": no "gone" prompt
+    assert batcher.cancelled == {"queued": 5, "generating": 1}
+    assert sorted(seen) == [("generating", 1)] + [("queued", 1)] * 5
+
+
+def test_disabled_batching_skips_cancelled_prompts_too() -> None:
+    backend = RecordingBackend(delay=0.1)
+    batcher = DynamicBatcher(backend, BatchingConfig(enabled=False))
+
+    async def go() -> None:
+        tasks = [
+            asyncio.ensure_future(batcher.generate([_prompt(i)], SamplingParams()))
+            for i in range(4)
+        ]
+        await asyncio.sleep(0.03)
+        for t in tasks[1:]:
+            t.cancel()
+        await tasks[0]
+        await asyncio.sleep(0.15)
+        await batcher.aclose()
+
+    asyncio.run(go())
+    assert [n for n, _ in backend.calls] == [1]
+    assert batcher.cancelled == {"queued": 3, "generating": 0}

@@ -111,7 +111,7 @@ def test_every_flag_is_a_serve_config_field() -> None:
     assert config.openai_enabled
 
 
-def test_autoscaling_and_auth() -> None:
+def test_autoscaling_and_auth_selectors() -> None:
     isvc = _by_kind("InferenceService")
     p = isvc["spec"]["predictor"]
     assert 1 <= p["minReplicas"] < p["maxReplicas"]
@@ -119,20 +119,153 @@ def test_autoscaling_and_auth() -> None:
     assert p["model"]["runtime"] == _by_kind("ServingRuntime")["metadata"]["name"]
     assert isvc["metadata"]["annotations"]["sidecar.istio.io/inject"] == "true"
     label = {"serving.kserve.io/inferenceservice": isvc["metadata"]["name"]}
-    ra, ap = _by_kind("RequestAuthentication"), _by_kind("AuthorizationPolicy")
-    assert ra["spec"]["selector"]["matchLabels"] == label
-    assert ap["spec"]["selector"]["matchLabels"] == label
-    assert ap["spec"]["action"] == "ALLOW"
-    principals = [
-        s["source"].get("requestPrincipals") for r in ap["spec"]["rules"] for s in r.get("from", [])
-    ]
-    assert ["*"] in principals
-    for rule in ap["spec"]["rules"]:  # unauthenticated rules may only read health/metrics
-        for op in rule.get("to", []):
-            assert op["operation"]["methods"] == ["GET"]
-            assert not any(
-                ":predict" in path or "infer" in path for path in op["operation"]["paths"]
-            )
+    assert _by_kind("RequestAuthentication")["spec"]["selector"]["matchLabels"] == label
+    policies = _policies()
+    assert {d["spec"]["action"] for d in policies} == {"ALLOW", "DENY"}
+    for doc in policies:
+        assert doc["spec"]["selector"]["matchLabels"] == label
+
+
+# ------------------------------------------------------------------ Istio authorization
+# A small evaluator of Istio's AuthorizationPolicy semantics for the fields the manifests use
+# (https://istio.io/latest/docs/reference/config/security/authorization-policy/): a rule matches
+# when one of its sources and one of its operations match (a missing list matches anything); any
+# matching DENY rule denies; otherwise, with ALLOW policies present, a matching ALLOW rule is
+# needed. Requests are (principal or None, source namespace, method, path, port).
+
+SOURCE_FIELDS = {"requestPrincipals", "notRequestPrincipals", "namespaces", "notNamespaces",
+                 "principals", "notPrincipals", "ipBlocks", "notIpBlocks"}  # fmt: skip
+OPERATION_FIELDS = {"methods", "notMethods", "paths", "notPaths", "ports", "notPorts", "hosts",
+                    "notHosts"}  # fmt: skip
+Request = tuple[str | None, str, str, str, str]
+
+
+def _policies() -> list[dict[str, Any]]:
+    return [d for d in _docs() if d["kind"] == "AuthorizationPolicy"]
+
+
+def _glob(pattern: str, value: str | None) -> bool:
+    if value is None:
+        return False
+    if pattern == "*":
+        return True
+    if pattern.startswith("*"):
+        return value.endswith(pattern[1:])
+    if pattern.endswith("*"):
+        return value.startswith(pattern[:-1])
+    return pattern == value
+
+
+def _field(spec: dict[str, Any], name: str, value: str | None) -> bool:
+    """``name`` / ``notName`` of ``spec`` against ``value`` (absent: matches)."""
+    ok = True
+    if name in spec:
+        ok = any(_glob(p, value) for p in spec[name])
+    neg = "not" + name[0].upper() + name[1:]
+    if neg in spec:
+        ok = ok and not any(_glob(p, value) for p in spec[neg])
+    return ok
+
+
+def _rule_matches(rule: dict[str, Any], req: Request) -> bool:
+    principal, namespace, method, path, port = req
+    sources = [f["source"] for f in rule.get("from", [])]
+    operations = [t["operation"] for t in rule.get("to", [])]
+    for src in sources:
+        assert set(src) <= SOURCE_FIELDS, set(src) - SOURCE_FIELDS
+    for op in operations:
+        assert set(op) <= OPERATION_FIELDS, set(op) - OPERATION_FIELDS
+    src_ok = not sources or any(
+        _field(s, "requestPrincipals", principal) and _field(s, "namespaces", namespace)
+        for s in sources
+    )
+    op_ok = not operations or any(
+        _field(o, "methods", method) and _field(o, "paths", path) and _field(o, "ports", port)
+        for o in operations
+    )
+    return src_ok and op_ok
+
+
+def _allowed(policies: list[dict[str, Any]], req: Request) -> bool:
+    assert all(pol["spec"]["action"] in ("ALLOW", "DENY") for pol in policies)
+    if any(
+        _rule_matches(r, req)
+        for p in policies
+        if p["spec"]["action"] == "DENY"
+        for r in p["spec"]["rules"]
+    ):
+        return False
+    allows = [p for p in policies if p["spec"]["action"] == "ALLOW"]
+    return not allows or any(
+        _rule_matches(r, req) for p in allows for r in p["spec"].get("rules", [])
+    )
+
+
+USER = "https://issuer.example.com/alice"
+ACTIVATOR = "knative-serving"
+PREDICT = "/v1/models/deepcritic:predict"
+CASES: list[tuple[Request, bool, str]] = [
+    ((None, ACTIVATOR, "POST", PREDICT, "8012"), False, "anonymous predict through the activator"),
+    ((None, "team-a", "POST", PREDICT, "8012"), False, "anonymous predict from the namespace"),
+    ((None, ACTIVATOR, "POST", "/v2/models/deepcritic/infer", "8012"), False, "anonymous v2"),
+    ((None, ACTIVATOR, "POST", "/openai/v1/chat/completions", "8012"), False, "anonymous chat"),
+    (
+        (None, ACTIVATOR, "POST", "/v2/repository/models/deepcritic/unload", "8012"),
+        False,
+        "anonymous unload",
+    ),  # fmt: skip
+    ((None, "team-a", "GET", "/metrics", "8012"), False, "anonymous /metrics"),
+    ((None, ACTIVATOR, "GET", "/metrics", "8012"), False, "the app's /metrics via the activator"),
+    ((None, "team-a", "GET", "/metrics", "9090"), False, "autoscaler port from elsewhere"),
+    ((None, ACTIVATOR, "POST", "/metrics", "9090"), False, "autoscaler port, not a scrape"),
+    ((None, ACTIVATOR, "GET", "/v2/models/deepcritic", "8012"), False, "anonymous metadata"),
+    ((None, "team-a", "POST", "/", "8012"), False, "anonymous POST to a probe path"),
+    ((None, "team-a", "GET", "/?x=1", "8012"), False, "probe path with a query"),
+    ((USER, ACTIVATOR, "POST", PREDICT, "8012"), True, "JWT predict through the activator"),
+    ((USER, "team-a", "POST", "/v2/models/deepcritic/infer", "8012"), True, "JWT v2"),
+    ((USER, "team-a", "GET", "/metrics", "8012"), True, "JWT /metrics"),
+    ((None, "", "GET", "/", "8012"), True, "liveness probe"),
+    ((None, "", "GET", "/v1/models/deepcritic", "8012"), True, "readiness probe"),
+    ((None, ACTIVATOR, "GET", "/healthz", "8012"), True, "activator probe"),
+    ((None, ACTIVATOR, "GET", "/metrics", "9090"), True, "autoscaler scrape of queue-proxy"),
+]
+
+
+@pytest.mark.parametrize("req,allowed,what", CASES, ids=[c[2] for c in CASES])
+def test_authorization_cannot_be_bypassed(req: Request, allowed: bool, what: str) -> None:
+    policies = _policies()
+    assert _allowed(policies, req) is allowed, what
+    # a namespace-wide ALLOW-all (as Kubeflow profiles add) must not open anything denied here
+    allow_all = {"spec": {"action": "ALLOW", "rules": [{}]}}
+    if not allowed:
+        assert _allowed([*policies, allow_all], req) is False, what
+
+
+def test_no_namespace_wide_allow_and_metrics_not_public() -> None:
+    for pol in _policies():
+        for rule in pol["spec"]["rules"]:
+            sources = [f["source"] for f in rule.get("from", [])]
+            if any(s.get("namespaces") for s in sources):  # a namespace rule must be narrow
+                ops = [t["operation"] for t in rule.get("to", [])]
+                assert ops and all(o.get("paths") and o.get("ports") for o in ops), rule
+    allow = [p for p in _policies() if p["spec"]["action"] == "ALLOW"]
+    for pol in allow:
+        for rule in pol["spec"]["rules"]:
+            if not rule.get("from"):  # unauthenticated rules: read-only probes
+                for t in rule["to"]:
+                    assert set(t["operation"]["methods"]) <= {"GET", "HEAD"}
+                    assert "/metrics" not in t["operation"]["paths"]
+
+
+def test_the_evaluator_can_fail() -> None:
+    """The old policy (namespace-wide allow of knative-serving) is caught by the cases above."""
+    old = [{"spec": {"action": "ALLOW", "rules": [
+        {"from": [{"source": {"requestPrincipals": ["*"]}}]},
+        {"from": [{"source": {"namespaces": ["knative-serving"]}}]},
+        {"to": [{"operation": {"methods": ["GET"], "paths": ["/", "/metrics"]}}]},
+    ]}}]  # fmt: skip
+    assert _allowed(old, (None, ACTIVATOR, "POST", PREDICT, "8012")) is True
+    assert _allowed(old, (None, "team-a", "GET", "/metrics", "8012")) is True
 
 
 def test_no_secrets_inline() -> None:

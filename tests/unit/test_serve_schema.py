@@ -14,10 +14,11 @@ from deepcritic.serve.schema import (
     ModelInfo,
     RequestError,
     build_response,
+    check_json_content_type,
     check_prompt_tokens,
+    decode_json,
     parse_request,
     parse_v1,
-    parse_v2,
 )
 
 CONFIG = ServeConfig(
@@ -146,33 +147,53 @@ def test_majority_vote_over_samples() -> None:
     assert out["usage"]["completion_tokens"] == 80
 
 
-class _Tensor:
-    def __init__(self, name: str, data: list[str], datatype: str = "BYTES"):
-        self.name, self.datatype, self._data = name, datatype, data
-
-    def as_numpy(self):  # type: ignore[no-untyped-def]
-        import numpy as np
-
-        return np.array([d.encode() for d in self._data], dtype=object)
-
-
-class _InferRequest:
-    def __init__(self, inputs: list[_Tensor], parameters: dict | None = None):
-        self.inputs, self.parameters = inputs, parameters
-
-    def get_input_by_name(self, name: str) -> _Tensor | None:
-        return next((t for t in self.inputs if t.name == name), None)
+def test_request_cost_is_bounded() -> None:
+    config = ServeConfig(
+        max_tokens=16,
+        limits=LimitsConfig(max_samples=8, max_new_tokens=64, max_request_tokens=128),
+    )
+    one = {**GOOD, "samples": 2, "max_tokens": 64}
+    assert len(parse_v1(one, config)[0]) == 1  # 2 x 64 = 128: at the limit
+    with pytest.raises(RequestError, match="'max_tokens': asks for up to 192 new tokens") as e:
+        parse_v1({**one, "samples": 3}, config)
+    assert "limits.max_request_tokens" in str(e.value)
+    with pytest.raises(RequestError, match="'instances': asks for up to 256 new tokens"):
+        parse_v1({"instances": [one, one]}, config)
+    with pytest.raises(ValueError, match="max_request_tokens"):
+        LimitsConfig(max_new_tokens=64, max_request_tokens=32)
 
 
-def test_v2_rows_and_errors() -> None:
-    problem = _Tensor("problem", ["p1", "p2"])
-    steps = _Tensor("steps", [json.dumps(["a"]), json.dumps(["b", "c"])])
-    reqs = parse_v2(_InferRequest([problem, steps], {"max_tokens": 4}), CONFIG)
-    assert [r.steps for r in reqs] == [("a",), ("b", "c")]
-    assert all(r.params.max_tokens == 4 for r in reqs)
-    with pytest.raises(RequestError, match="'inputs.steps'"):
-        parse_v2(_InferRequest([problem]), CONFIG)
-    with pytest.raises(RequestError, match=r"'inputs.steps\[0\]'"):
-        parse_v2(_InferRequest([problem, _Tensor("steps", ["[", "[]"])]), CONFIG)
-    with pytest.raises(RequestError, match="datatype BYTES"):
-        parse_v2(_InferRequest([_Tensor("problem", ["x"], "FP32"), steps]), CONFIG)
+@pytest.mark.parametrize(
+    "data,reason",
+    [
+        (b"", "is empty"),
+        (b"   ", "is empty"),
+        (b'{"problem": "x", "steps": [', "is not valid JSON"),
+        (b"[" * 10_000 + b"]" * 10_000, "nests arrays/objects too deeply"),
+        (b'{"samples": NaN}', "NaN is not JSON"),
+        (b'{"a": 1} trailing', "is not valid JSON"),
+        (b'{"problem": "caf\xe9"}', "is not UTF-8"),
+    ],
+)
+def test_body_decoding_errors_name_the_body(data: bytes, reason: str) -> None:
+    with pytest.raises(RequestError, match=reason) as e:
+        decode_json(data)
+    assert e.value.field == "body" and e.value.status == 400
+
+
+def test_json_content_types() -> None:
+    for ok in (None, "", "application/json", "application/json; charset=utf-8",
+               "Application/JSON;charset=UTF-8", "application/vnd.api+json"):  # fmt: skip
+        check_json_content_type(ok)
+    for bad in ("application/x-www-form-urlencoded", "text/plain", "multipart/form-data; b=1",
+                "application/json; charset=latin-1"):  # fmt: skip
+        with pytest.raises(RequestError) as e:
+            check_json_content_type(bad)
+        assert e.value.status == 415 and e.value.field == "content-type"
+
+
+def test_huge_integers_are_a_field_error_not_a_crash() -> None:
+    with pytest.raises(RequestError, match="'samples': 1000000000000000000000"):
+        parse_request({**GOOD, "samples": 10**21}, CONFIG)
+    with pytest.raises(RequestError, match="'temperature'"):
+        parse_request({**GOOD, "temperature": 10**400}, CONFIG)

@@ -66,12 +66,14 @@ def test_engine_kwargs_follow_the_config(tmp_path: Any) -> None:
         "gpu_memory_utilization": 0.7,
         "enable_prefix_caching": False,
         "trust_remote_code": False,
+        "load_format": "safetensors",
         "max_model_len": 4096,
         "dtype": "bfloat16",
     }
     defaults = engine_kwargs(BackendConfig(kind="vllm", model=str(tmp_path)))
     assert "max_model_len" not in defaults and "dtype" not in defaults
     assert defaults["enable_prefix_caching"] is True
+    assert defaults["load_format"] == "safetensors"  # never pickled .bin/.pt weights
 
 
 def test_outputs_map_to_completions_in_sample_order() -> None:

@@ -57,6 +57,8 @@ def engine_kwargs(config: BackendConfig) -> dict[str, Any]:
         "gpu_memory_utilization": config.gpu_memory_utilization,
         "enable_prefix_caching": config.enable_prefix_caching,
         "trust_remote_code": config.trust_remote_code,
+        # weights load from *.safetensors only: never unpickle a checkpoint's .bin/.pt files
+        "load_format": "safetensors",
     }
     if config.max_model_len is not None:
         kwargs["max_model_len"] = config.max_model_len

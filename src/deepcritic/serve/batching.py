@@ -8,8 +8,14 @@ delay is added; a lone request waits at most ``max_wait_ms``. Prompts with diffe
 parameters go to separate generate calls (one ``SamplingParams`` per call).
 
 ``generate`` is blocking, so it runs on a single worker thread (never on the event loop, and never
-two at once: the HF model is not thread-safe). With batching disabled every request is its own
+two at once: the HF model is not thread-safe). With batching disabled every prompt is its own
 generate call, still one at a time.
+
+Cancellation: when a caller is cancelled (the server cancels the request of a client that
+disconnected), its prompts that are still queued are dropped before they reach the model (they
+take no batch slot), and counted as ``queued``. A prompt whose generate call has already started
+cannot be stopped inside the backend (``Backend.generate`` has no per-row abort); its result is
+discarded when the call returns and it is counted as ``generating``.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from deepcritic.serve.config import BatchingConfig
 log = logging.getLogger(__name__)
 
 BatchObserver = Callable[[int, float, Sequence[Sequence[Completion]]], None]
+CancelObserver = Callable[[str, int], None]  # (stage "queued" | "generating", prompts)
 
 
 class ServerBusy(RuntimeError):
@@ -40,17 +47,25 @@ class _Item:
     params: SamplingParams
     future: asyncio.Future[list[Completion]]
     enqueued: float
+    started: bool = False  # its generate call has begun
 
 
 class DynamicBatcher:
     """Collects prompts from concurrent requests into batched generate calls."""
 
     def __init__(
-        self, backend: Backend, config: BatchingConfig, *, observe: BatchObserver | None = None
+        self,
+        backend: Backend,
+        config: BatchingConfig,
+        *,
+        observe: BatchObserver | None = None,
+        on_cancel: CancelObserver | None = None,
     ):
         self.backend = backend
         self.config = config
         self._observe = observe
+        self._on_cancel = on_cancel
+        self.cancelled = {"queued": 0, "generating": 0}  # prompts of callers that went away
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepcritic-generate")
         self._queue: asyncio.Queue[_Item] | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -70,8 +85,6 @@ class DynamicBatcher:
             )
         self._waiting += len(prompts)
         try:
-            if not self.config.enabled:
-                return await self._call(list(prompts), params)
             return await self._enqueue(prompts, params)
         finally:
             self._waiting -= len(prompts)
@@ -87,7 +100,26 @@ class DynamicBatcher:
         items = [_Item(p, params, loop.create_future(), loop.time()) for p in prompts]
         for item in items:
             self._queue.put_nowait(item)
-        return list(await asyncio.gather(*(item.future for item in items)))
+        try:
+            return list(await asyncio.gather(*(item.future for item in items)))
+        except asyncio.CancelledError:
+            self._count_cancelled(items)
+            raise
+
+    def _count_cancelled(self, items: Sequence[_Item]) -> None:
+        """Cancel the caller's unanswered prompts (queued ones are then skipped) and count them."""
+        gone = [it for it in items if it.future.cancelled() or it.future.cancel()]
+        counts = {
+            "queued": sum(not it.started for it in gone),
+            "generating": sum(it.started for it in gone),
+        }
+        for stage, n in counts.items():
+            if n:
+                self.cancelled[stage] += n
+                if self._on_cancel is not None:
+                    self._on_cancel(stage, n)
+        log.info("caller went away: dropped %d queued prompt(s); %d were already generating",
+                 counts["queued"], counts["generating"])  # fmt: skip
 
     async def _call(self, prompts: list[Prompt], params: SamplingParams) -> list[list[Completion]]:
         loop = asyncio.get_running_loop()
@@ -111,27 +143,37 @@ class DynamicBatcher:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         first = await self._queue.get()
+        while first.future.done():  # its caller went away while it waited
+            first = await self._queue.get()
         batch = [first]
         deadline = first.enqueued + self.config.max_wait_ms / 1000.0
-        while len(batch) < self.config.max_batch_size:
+        size = self.config.max_batch_size if self.config.enabled else 1
+        while len(batch) < size:
+            item: _Item | None = None
             with contextlib.suppress(asyncio.QueueEmpty):
-                batch.append(self._queue.get_nowait())
-                continue
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except TimeoutError:
-                break
+                item = self._queue.get_nowait()
+            if item is None:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if not item.future.done():
+                batch.append(item)
         return batch
 
     async def _dispatch(self, batch: list[_Item]) -> None:
         groups: dict[SamplingParams, list[_Item]] = {}
         for item in batch:
-            if not item.future.done():  # a client that went away cancels its future
-                groups.setdefault(item.params, []).append(item)
-        for params, items in groups.items():
+            groups.setdefault(item.params, []).append(item)
+        for params, group in groups.items():
+            items = [it for it in group if not it.future.done()]  # callers still waiting
+            if not items:
+                continue
+            for it in items:
+                it.started = True
             try:
                 outs = await self._call([it.prompt for it in items], params)
             except Exception as e:

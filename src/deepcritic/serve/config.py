@@ -40,14 +40,22 @@ class LimitsConfig:
     max_prompt_tokens: int = 6_144  # the rendered critique prompt, counted with the tokenizer
     max_new_tokens: int = 8_192  # upper bound a request may set as max_tokens
     max_samples: int = 16  # samples k per request (majority vote when k > 1)
+    # The cost of one request: the sum over its instances of samples x max_tokens. The default is
+    # one full majority vote at the longest critique (16 x 8192), not 32 of them.
+    max_request_tokens: int = 131_072
     max_temperature: float = 2.0
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_instances", "max_steps", "max_prompt_tokens"):
+        names = ("max_body_bytes", "max_instances", "max_steps", "max_prompt_tokens",
+                 "max_new_tokens", "max_samples", "max_request_tokens")  # fmt: skip
+        for name in names:
             if getattr(self, name) < 1:
                 raise ValueError(f"limits.{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_new_tokens < 1 or self.max_samples < 1:
-            raise ValueError("limits.max_new_tokens and limits.max_samples must be >= 1")
+        if self.max_request_tokens < self.max_new_tokens:
+            raise ValueError(
+                f"limits.max_request_tokens ({self.max_request_tokens}) must be >= "
+                f"limits.max_new_tokens ({self.max_new_tokens}): one sample must fit"
+            )
 
 
 @dataclass
@@ -60,10 +68,10 @@ class ServeConfig:
     model_name: str = "deepcritic"  # endpoint path /v1/models/<model_name>
     host: str = "127.0.0.1"  # never 0.0.0.0 unless asked (the container sets it explicitly)
     port: int = 8080
-    enable_grpc: bool = False
-    grpc_port: int = 8081
     tracking_uri: str | None = None  # MLflow server for models:/ URIs ($MLFLOW_TRACKING_URI)
-    download_dir: str | None = None  # where registry/storage artifacts go (temp dir if unset)
+    # Cache of downloaded checkpoints, one folder per registry version (reused by restarts, other
+    # versions removed); default $DEEPCRITIC_CACHE/serve.
+    download_dir: str | None = None
     generation: BackendConfig = field(default_factory=BackendConfig)
     # Defaults a request may override.
     temperature: float = 0.0  # greedy single critique; k > 1 samples use vote_temperature
@@ -72,10 +80,11 @@ class ServeConfig:
     max_tokens: int = 4_096  # critiques are long: every step is re-derived before the verdict
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
-    openai_route: OpenAIRoute = "auto"  # auto = on with the vLLM backend (needs vllm installed)
-    enable_docs: bool = False
+    openai_route: OpenAIRoute = "auto"  # auto = on with the vLLM backend
 
     def __post_init__(self) -> None:
+        if not self.host.strip():
+            raise ValueError("host is empty (an empty host would listen on every interface)")
         if not 0 < self.port < 65536:
             raise ValueError(f"port must be in 1..65535, got {self.port}")
         if not self.model_name or "/" in self.model_name:

@@ -1,7 +1,8 @@
 """Prometheus metrics of the critique endpoint, in the default registry KServe serves at /metrics.
 
 KServe already exports ``request_{preprocess,predict,postprocess}_seconds`` per model; these add
-request outcomes, end-to-end critique latency, batch sizes, queue depth and token counts.
+request outcomes, end-to-end critique latency, batch sizes, queue depth, token counts and the
+prompts of clients that disconnected (dropped while queued, or already generating).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class ServeMetrics:
     queue_depth: Gauge
     prompt_tokens: Counter
     completion_tokens: Counter
+    cancelled: Counter
 
     def observe_batch(
         self, size: int, seconds: float, outs: Sequence[Sequence[Completion]], model: str
@@ -65,4 +67,9 @@ def serve_metrics() -> ServeMetrics:
         queue_depth=Gauge("deepcritic_queue_depth", "prompts waiting or generating", labels),
         prompt_tokens=Counter("deepcritic_prompt_tokens", "prompt tokens processed", labels),
         completion_tokens=Counter("deepcritic_completion_tokens", "tokens generated", labels),
+        cancelled=Counter(
+            "deepcritic_cancelled_prompts",
+            "prompts of clients that went away: dropped from the queue, or already generating",
+            [*labels, "stage"],
+        ),
     )

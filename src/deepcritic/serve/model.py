@@ -1,24 +1,25 @@
-"""The critic as a ``kserve.Model``: validate -> one critique prompt per solution -> batched generate
--> the one grader -> response (schema in :mod:`deepcritic.serve.schema`)."""
+"""The critic as a ``kserve.Model``: validated requests -> one critique prompt per solution ->
+batched generate -> the one grader -> response objects (schema in :mod:`deepcritic.serve.schema`).
+
+The HTTP layer (:mod:`deepcritic.serve.routes`) parses and validates the body into a
+:class:`ParsedPayload`, calls the model (KServe's preprocess -> predict -> postprocess, with its
+latency metrics) and renders the v1 or v2 response. ``ready`` is true only between ``load()`` and
+``stop()``: KServe's ``start()`` does not mark an unloaded model ready.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
 from kserve import Model
-from kserve.errors import InvalidInput
-from kserve.model import InferenceVerb
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from deepcritic.generation import Backend, make_backend
-from deepcritic.serve.batching import DynamicBatcher, ServerBusy
+from deepcritic.serve.batching import DynamicBatcher
 from deepcritic.serve.config import ServeConfig
-from deepcritic.serve.loading import load_tokenizer, resolve_critic, token_counter
+from deepcritic.serve.loading import load_tokenizer, resolve_critic, special_tokens, token_counter
 from deepcritic.serve.metrics import serve_metrics
 from deepcritic.serve.schema import (
     CritiqueRequest,
@@ -26,9 +27,8 @@ from deepcritic.serve.schema import (
     TokenCounter,
     build_response,
     check_prompt_tokens,
-    parse_v1,
-    parse_v2,
 )
+from deepcritic.serve.v2 import V2Request
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class ParsedPayload:
     requests: list[CritiqueRequest]
     batched: bool  # v1 ``instances`` (answered as ``predictions``) or v2 (always a batch)
     protocol: str  # v1 | v2
-    request_id: str | None = None
+    v2: V2Request | None = None
 
 
 class CriticModel(Model):
@@ -52,11 +52,12 @@ class CriticModel(Model):
         info: ModelInfo | None = None,
     ):
         super().__init__(config.model_name)
-        self.ready = False  # an OpenAI mixin marks itself ready in __init__: not before load()
+        self.ready = False
         self.config = config
         self.backend = backend
         self.info = info
         self.batcher: DynamicBatcher | None = None
+        self.special_tokens: tuple[str, ...] = ()
         self._count_tokens: TokenCounter | None = None
         self.metrics = serve_metrics()
 
@@ -75,105 +76,74 @@ class CriticModel(Model):
         path = self.info.path or self.config.generation.model
         tokenizer = load_tokenizer(self.backend, path, self.config.generation.trust_remote_code)
         self._count_tokens = token_counter(tokenizer)
-        self.batcher = DynamicBatcher(self.backend, self.config.batching, observe=self._observe)
+        self.special_tokens = special_tokens(tokenizer)
+        batcher = DynamicBatcher(
+            self.backend, self.config.batching, observe=self._observe, on_cancel=self._cancelled
+        )
+        self.batcher = batcher
+        # read at every scrape: prompts queued or generating right now
+        self.metrics.queue_depth.labels(model_name=self.name).set_function(lambda: batcher.waiting)
         self.ready = True
         return self.ready
 
+    def start(self) -> None:
+        """KServe calls this on registration; readiness stays what ``load()`` made it."""
+
     def _observe(self, size: int, seconds: float, outs: Any) -> None:
         self.metrics.observe_batch(size, seconds, outs, self.name)
-        if self.batcher is not None:
-            self.metrics.queue_depth.labels(model_name=self.name).set(self.batcher.waiting)
+
+    def _cancelled(self, stage: str, prompts: int) -> None:
+        self.metrics.cancelled.labels(model_name=self.name, stage=stage).inc(prompts)
 
     def stop(self) -> None:
         self.ready = False
         if self.backend is not None:
             self.backend.close()
 
-    async def __call__(  # type: ignore[override]
-        self,
-        body: Any,
-        headers: dict[str, str] | None = None,
-        verb: InferenceVerb = InferenceVerb.PREDICT,
-    ) -> Any:
-        """KServe's pre/predict/post pipeline, plus outcome and latency metrics."""
-        start = time.perf_counter()
-        protocol = "v2" if isinstance(body, InferRequest) else "v1"
-        code = "500"
-        try:
-            result = await super().__call__(body, headers, verb)
-            code = "200"
-            return result
-        except InvalidInput:
-            code = "400"
-            raise
-        except ServerBusy:
-            code = "503"
-            raise
-        finally:
-            self.metrics.requests.labels(model_name=self.name, protocol=protocol, code=code).inc()
-            self.metrics.latency.labels(model_name=self.name).observe(time.perf_counter() - start)
-
     def validate(self, payload: Any) -> Any:
-        return payload  # preprocess already validated every field
+        return payload  # the HTTP layer and preprocess validated every field
 
     async def preprocess(
-        self, payload: Any, headers: dict[str, str] | None = None
+        self, payload: ParsedPayload, headers: dict[str, str] | None = None
     ) -> ParsedPayload:  # type: ignore[override]
-        if isinstance(payload, InferRequest):
-            parsed = ParsedPayload(parse_v2(payload, self.config), True, "v2", payload.id)
-        else:
-            requests, batched = parse_v1(payload, self.config)
-            parsed = ParsedPayload(requests, batched, "v1")
         assert self._count_tokens is not None, "load() was not called"
         check_prompt_tokens(
-            parsed.requests, self._count_tokens, self.config, batched=parsed.batched
+            payload.requests,
+            self._count_tokens,
+            self.config,
+            batched=payload.batched,
+            v2=payload.protocol == "v2",
         )
-        return parsed
+        return payload
 
     async def predict(  # type: ignore[override]
         self,
         payload: ParsedPayload,
         headers: dict[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
-    ) -> tuple[ParsedPayload, list[dict[str, Any]]]:
-        assert self.batcher is not None and self.info is not None, "load() was not called"
-        gauge = self.metrics.queue_depth.labels(model_name=self.name)
-        try:
-            outs = await asyncio.gather(
-                *(self.batcher.generate([r.prompt()], r.params) for r in payload.requests)
-            )
-        finally:
-            gauge.set(self.batcher.waiting)
-        info = self.info
-        return payload, [
-            build_response(r, o[0], info) for r, o in zip(payload.requests, outs, strict=True)
+    ) -> tuple[ParsedPayload, list[Any]]:
+        assert self.batcher is not None, "load() was not called"
+        tokens = self.special_tokens
+        tasks = [
+            asyncio.ensure_future(self.batcher.generate([r.prompt(tokens)], r.params))
+            for r in payload.requests
         ]
+        try:
+            outs = await asyncio.gather(*tasks)
+        except BaseException:  # one instance refused (queue full) or the client went away:
+            for task in tasks:  # the other instances are not generated for nobody
+                task.cancel()
+            raise
+        return payload, [o[0] for o in outs]
 
     async def postprocess(  # type: ignore[override]
         self,
-        result: tuple[ParsedPayload, list[dict[str, Any]]],
+        result: tuple[ParsedPayload, list[Any]],
         headers: dict[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
-    ) -> dict[str, Any] | InferResponse:
-        parsed, responses = result
-        if parsed.protocol == "v2":
-            return self._v2_response(parsed, responses)
-        return {"predictions": responses} if parsed.batched else responses[0]
-
-    def _v2_response(self, parsed: ParsedPayload, responses: list[dict[str, Any]]) -> InferResponse:
-        import json
-
-        n = len(responses)
-        outputs = [
-            InferOutput(
-                "result", [n], "BYTES", [json.dumps(r, ensure_ascii=False) for r in responses]
-            ),
-            InferOutput("critique", [n], "BYTES", [r["critique"] for r in responses]),
-        ]
-        assert self.info is not None
-        return InferResponse(
-            response_id=parsed.request_id or str(uuid.uuid4()),
-            model_name=self.name,
-            infer_outputs=outputs,
-            model_version=self.info.version,
-        )
+    ) -> list[dict[str, Any]]:
+        """One response object per request (rendered as v1 or v2 by the HTTP layer)."""
+        parsed, outs = result
+        assert self.info is not None, "load() was not called"
+        info = self.info
+        return [build_response(r, o, info) for r, o in zip(parsed.requests, outs, strict=True)]

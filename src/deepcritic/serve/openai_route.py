@@ -1,9 +1,13 @@
-"""KServe's OpenAI-compatible chat route for the critic (``/openai/v1/chat/completions``).
+"""An OpenAI-compatible chat route for the critic: ``POST /openai/v1/chat/completions``.
 
-KServe registers its OpenAI endpoints when a served model is an ``OpenAIGenerativeModel``; its
-request/response types come from vLLM, so this module imports only where vLLM is installed (the
-serving image). Chat requests go through the same dynamic batcher as critique requests, so they
-share batches and limits. Streaming is not offered (the critique is returned whole).
+Our own route (not KServe's OpenAI layer, which needs vLLM's types and would also expose
+completions, embeddings, rerank and model listing). It takes the chat fields the critic can honour
+(``model``, ``messages``, ``n``, ``max_tokens``/``max_completion_tokens``, ``temperature``,
+``top_p``, ``stop``, ``seed``, ``stream: false``, ``user``) and refuses anything else by name.
+Requests go through the same dynamic batcher and limits as critique requests (``n`` x
+``max_tokens`` within ``limits.max_request_tokens``), control tokens in every message are escaped
+(:func:`deepcritic.prompting.escape_control_tokens`), and errors use the endpoint's one format
+``{"error": "field '<name>': <reason>"}``. No streaming: the critique is returned whole.
 """
 
 from __future__ import annotations
@@ -13,137 +17,138 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from kserve.protocol.rest.openai import OpenAIGenerativeModel
-from kserve.protocol.rest.openai.types import (
-    ChatCompletion,
-    ChatCompletionChoice,
-    ChatMessage,
-    Error,
-    ErrorResponse,
-    UsageInfo,
-)
-
 from deepcritic.generation import Completion, Prompt, SamplingParams
+from deepcritic.prompting import escape_control_tokens
 from deepcritic.serve.config import ServeConfig
-from deepcritic.serve.model import CriticModel
-from deepcritic.serve.schema import RequestError
+from deepcritic.serve.schema import RequestError, number_field
 
-_ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant")
+CHAT_FIELDS = ("model", "messages", "n", "max_tokens", "max_completion_tokens", "temperature",
+               "top_p", "stop", "seed", "stream", "user")  # fmt: skip
+_MAX_STOPS = 4
 
 
 def _content_text(content: Any, where: str) -> str:
     if isinstance(content, str):
         return content
-    if isinstance(content, list):  # content parts: keep the text parts, refuse anything else
+    if isinstance(content, list):  # content parts: text parts only
         parts = []
         for i, part in enumerate(content):
             if not isinstance(part, dict) or part.get("type") != "text":
                 raise RequestError(f"{where}.content[{i}]", "only text content parts are supported")
-            parts.append(str(part.get("text", "")))
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise RequestError(f"{where}.content[{i}].text", "must be a string")
+            parts.append(text)
         return "".join(parts)
     raise RequestError(f"{where}.content", "must be a string or a list of text parts")
 
 
-def chat_prompt(messages: Sequence[Any], config: ServeConfig) -> Prompt:
-    """OpenAI chat messages -> the backend's prompt (plain role/content dicts), validated."""
-    if not messages:
-        raise RequestError("messages", "is empty")
+def chat_prompt(messages: Any, config: ServeConfig, special_tokens: Sequence[str] = ()) -> Prompt:
+    """OpenAI chat messages -> the backend's prompt, validated, control tokens escaped."""
+    if not isinstance(messages, list) or not messages:
+        raise RequestError("messages", "must be a non-empty list of messages")
     prompt: Prompt = []
     total = 0
-    for i, m in enumerate(messages):
-        msg = m if isinstance(m, dict) else dict(m)
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            raise RequestError(f"messages[{i}]", "must be an object with role and content")
+        unknown = sorted(set(msg) - {"role", "content", "name"})
+        if unknown:
+            raise RequestError(f"messages[{i}].{unknown[0]}", "is not supported")
         role = msg.get("role")
-        if role not in _ROLES:
+        if role not in ROLES:
             raise RequestError(
-                f"messages[{i}].role", f"must be one of {list(_ROLES)}, got {role!r}"
+                f"messages[{i}].role", f"must be one of {list(ROLES)}, got {role!r:.40}"
             )
         text = _content_text(msg.get("content"), f"messages[{i}]")
         total += len(text)
-        prompt.append({"role": str(role), "content": text})
+        prompt.append({"role": str(role), "content": escape_control_tokens(text, special_tokens)})
     limit = config.limits.max_problem_chars + config.limits.max_steps * config.limits.max_step_chars
     if total > limit:
         raise RequestError("messages", f"hold {total} characters, limit {limit}")
     return prompt
 
 
-def chat_sampling(request: Any, config: ServeConfig) -> SamplingParams:
+def _stops(value: Any) -> tuple[str, ...]:
+    stops = [value] if isinstance(value, str) else value
+    if value is None:
+        return ()
+    if (
+        not isinstance(stops, list)
+        or len(stops) > _MAX_STOPS
+        or not all(isinstance(s, str) and s for s in stops)
+    ):
+        raise RequestError("stop", f"must be a string or a list of at most {_MAX_STOPS} strings")
+    return tuple(stops)
+
+
+def chat_sampling(body: dict[str, Any], config: ServeConfig) -> SamplingParams:
     """Sampling parameters of a chat request, bounded by the same limits as critique requests."""
     limits = config.limits
-    n = request.n or 1
-    if not 1 <= n <= limits.max_samples:
-        raise RequestError("n", f"{n} is outside [1, {limits.max_samples}]")
-    max_tokens = (
-        getattr(request, "max_completion_tokens", None)
-        or getattr(request, "max_tokens", None)
-        or config.max_tokens
+    n = number_field(body, "n", "", 1, 1, limits.max_samples, integer=True)
+    name = (
+        "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     )
-    if not 1 <= max_tokens <= limits.max_new_tokens:
-        raise RequestError("max_tokens", f"{max_tokens} is outside [1, {limits.max_new_tokens}]")
-    temperature = config.temperature if request.temperature is None else float(request.temperature)
-    if not 0 <= temperature <= limits.max_temperature:
-        raise RequestError("temperature", f"{temperature} is outside [0, {limits.max_temperature}]")
-    stop = request.stop or ()
-    return SamplingParams(
-        n=n,
-        temperature=temperature,
-        top_p=config.top_p if request.top_p is None else float(request.top_p),
-        max_tokens=int(max_tokens),
-        seed=getattr(request, "seed", None),
-        stop=(stop,) if isinstance(stop, str) else tuple(stop),
+    max_tokens = number_field(
+        body, name, "", config.max_tokens, 1, limits.max_new_tokens, integer=True
     )
+    if n * max_tokens > limits.max_request_tokens:
+        raise RequestError(name, f"n {n} x {max_tokens} new tokens is over the limit of "
+                                 f"{limits.max_request_tokens} per request")  # fmt: skip
+    temperature = number_field(body, "temperature", "", config.temperature, 0,
+                               limits.max_temperature, integer=False)  # fmt: skip
+    top_p = number_field(body, "top_p", "", config.top_p, 1e-6, 1.0, integer=False)
+    seed = body.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise RequestError("seed", "must be an integer")
+    return SamplingParams(n=n, temperature=float(temperature), top_p=float(top_p),
+                          max_tokens=max_tokens, seed=seed, stop=_stops(body.get("stop")))  # fmt: skip
 
 
-def _error(message: str, code: int = 400, param: str | None = None) -> ErrorResponse:
-    return ErrorResponse(
-        error=Error(code=str(code), message=message, param=param, type="invalid_request_error")
-    )
+def parse_chat(
+    body: Any, config: ServeConfig, special_tokens: Sequence[str] = ()
+) -> tuple[Prompt, SamplingParams]:
+    """A chat completion request body -> (prompt, sampling parameters); refuses by field name."""
+    if not isinstance(body, dict):
+        raise RequestError("body", f"must be a JSON object, got {type(body).__name__}")
+    unknown = sorted(set(body) - set(CHAT_FIELDS))
+    if unknown:
+        raise RequestError(unknown[0], f"is not supported (supported: {', '.join(CHAT_FIELDS)})")
+    model = body.get("model", config.model_name)
+    if model != config.model_name:
+        raise RequestError(
+            "model", f"{model!r:.60} is not served here (this is {config.model_name!r})", 404
+        )
+    if body.get("stream") not in (None, False):
+        raise RequestError("stream", "only stream=false is supported")
+    if body.get("user") is not None and not isinstance(body["user"], str):
+        raise RequestError("user", "must be a string")
+    if "messages" not in body:
+        raise RequestError("messages", "is missing")
+    return chat_prompt(body["messages"], config, special_tokens), chat_sampling(body, config)
 
 
-def _chat_completion(name: str, outs: list[Completion]) -> ChatCompletion:
+def chat_completion(model_name: str, outs: Sequence[Completion]) -> dict[str, Any]:
+    """The OpenAI ``chat.completion`` object for the sampled completions."""
     prompt_tokens = outs[0].prompt_tokens if outs else 0
     completion_tokens = sum(c.completion_tokens for c in outs)
-    return ChatCompletion(
-        id=f"chatcmpl-{uuid.uuid4().hex}",
-        created=int(time.time()),
-        model=name,
-        choices=[
-            ChatCompletionChoice(
-                index=i,
-                message=ChatMessage(role="assistant", content=c.text),
-                finish_reason=c.finish_reason,
-            )
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model_name,
+        "choices": [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": c.text},
+                "finish_reason": c.finish_reason,
+            }
             for i, c in enumerate(outs)
         ],
-        usage=UsageInfo(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            total_tokens=prompt_tokens + completion_tokens,
-        ),
-    )
-
-
-class CriticChatModel(CriticModel, OpenAIGenerativeModel):
-    """The critic model plus ``/openai/v1/chat/completions`` (KServe's OpenAI route)."""
-
-    def __init__(self, config: ServeConfig, **kwargs: Any):
-        super().__init__(config, **kwargs)
-        self.ready = False
-
-    async def create_completion(
-        self, request: Any, raw_request: Any = None, context: Any = None
-    ) -> Any:
-        return _error("only chat completions are served: POST /openai/v1/chat/completions", 400)
-
-    async def create_chat_completion(
-        self, request: Any, raw_request: Any = None, context: Any = None
-    ) -> Any:
-        if getattr(request, "stream", False):
-            return _error("stream=true is not supported", 400, "stream")
-        try:
-            prompt = chat_prompt(request.messages, self.config)
-            params = chat_sampling(request, self.config)
-        except RequestError as e:
-            return _error(str(e), 400, e.field)
-        assert self.batcher is not None, "load() was not called"
-        outs = await self.batcher.generate([prompt], params)
-        return _chat_completion(self.name, outs[0])
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }

@@ -12,9 +12,12 @@ Response::
      "critique": full text, "parse_status": ..., "finish_reason": ..., "usage": {...},
      "votes": {...} (k > 1 only), "model": {"name", "version", "uri"}, "id"? }
 
-The v2 open inference protocol carries the same thing as tensors: inputs ``problem`` (BYTES [B])
-and ``steps`` (BYTES [B], each a JSON list of strings), sampling fields in ``parameters``; outputs
-``result`` (BYTES [B], the JSON above) and ``critique`` (BYTES [B]).
+The v2 open inference protocol carries the same thing as tensors (:mod:`deepcritic.serve.v2`).
+
+Every refusal is a :class:`RequestError`: a 4xx answered as ``{"error": "field '<name>': <why>"}``.
+Bodies are UTF-8 JSON sent as ``application/json`` (any parameters, charset UTF-8) or with no
+Content-Type; form and text types are refused (415) so a web page cannot post to a local server
+without a CORS preflight.
 """
 
 from __future__ import annotations
@@ -23,11 +26,9 @@ import json
 import logging
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from kserve.errors import InvalidInput
 
 from deepcritic.generation import Completion, Prompt, SamplingParams
 from deepcritic.grader import Judgment, parse_critique
@@ -40,12 +41,68 @@ REQUEST_FIELDS = ("problem", "steps", "samples", "temperature", "max_tokens", "t
 TokenCounter = Callable[[Sequence[str]], list[int]]
 
 
-class RequestError(InvalidInput):
-    """A bad request: KServe answers 400 with ``{"error": "<field>: <reason>"}``."""
+JSON_TYPES = ("application/json",)  # plus any application/*+json
+_TEXT_CHARSETS = ("utf-8", "utf8", "us-ascii", "ascii")
 
-    def __init__(self, field_name: str, reason: str):
+
+class RequestError(ValueError):
+    """A bad request: answered ``status`` (4xx) with ``{"error": "field '<name>': <reason>"}``."""
+
+    def __init__(self, field_name: str, reason: str, status: int = 400):
         super().__init__(f"field '{field_name}': {reason}")
         self.field = field_name
+        self.status = status
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
+    """``"application/json; charset=UTF-8"`` -> ``("application/json", {"charset": "utf-8"})``."""
+    if not content_type:
+        return "", {}
+    mime, *params = content_type.split(";")
+    parsed = {}
+    for param in params:
+        key, _, value = param.partition("=")
+        parsed[key.strip().lower()] = value.strip().strip('"').lower()
+    return mime.strip().lower(), parsed
+
+
+def check_json_content_type(content_type: str | None) -> None:
+    """JSON (any parameters, UTF-8) or no Content-Type; anything else is a 415."""
+    mime, params = media_type(content_type)
+    is_json = mime in JSON_TYPES or (mime.startswith("application/") and mime.endswith("+json"))
+    if mime and not is_json:
+        raise RequestError(
+            "content-type",
+            f"{mime} is not accepted: send JSON with 'Content-Type: application/json'",
+            415,
+        )
+    charset = params.get("charset")
+    if charset and charset not in _TEXT_CHARSETS:
+        raise RequestError("content-type", f"charset {charset} is not accepted: send UTF-8", 415)
+
+
+def decode_json(data: bytes, field_name: str = "body") -> Any:
+    """UTF-8 JSON -> Python; every failure (bad UTF-8, bad JSON, NaN, nesting deeper than the
+    parser's recursion limit) is a :class:`RequestError` naming ``field_name``."""
+    if not data.strip():
+        raise RequestError(field_name, "is empty (send a JSON object)")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise RequestError(field_name, f"is not UTF-8 ({e.reason} at byte {e.start})") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise RequestError(field_name, "nests arrays/objects too deeply") from None
+    except json.JSONDecodeError as e:
+        where = f"line {e.lineno} column {e.colno}"
+        raise RequestError(field_name, f"is not valid JSON ({e.msg} at {where})") from None
+    except ValueError as e:  # NaN / Infinity
+        raise RequestError(field_name, f"is not valid JSON ({e})") from None
 
 
 @dataclass(frozen=True)
@@ -72,11 +129,18 @@ class CritiqueRequest:
     def samples(self) -> int:
         return self.params.n
 
-    def prompt(self) -> Prompt:
-        return critique_messages(self.problem, self.steps)
+    @property
+    def cost(self) -> int:
+        """New tokens this request may generate: samples x max_tokens."""
+        return self.params.n * self.params.max_tokens
+
+    def prompt(self, special_tokens: Iterable[str] = ()) -> Prompt:
+        """The critique prompt; control tokens in the user text are escaped."""
+        return critique_messages(self.problem, self.steps, special_tokens)
 
 
-def _check_text(value: Any, field_name: str, max_chars: int) -> str:
+def check_text(value: Any, field_name: str, max_chars: int) -> str:
+    """A non-empty string of at most ``max_chars`` characters."""
     if not isinstance(value, str):
         raise RequestError(field_name, f"must be a string, got {type(value).__name__}")
     if not value.strip():
@@ -89,28 +153,24 @@ def _check_text(value: Any, field_name: str, max_chars: int) -> str:
 def _text(obj: dict[str, Any], name: str, where: str, max_chars: int) -> str:
     if name not in obj:
         raise RequestError(where + name, "is missing")
-    return _check_text(obj[name], where + name, max_chars)
+    return check_text(obj[name], where + name, max_chars)
 
 
-def _steps(obj: dict[str, Any], where: str, config: ServeConfig) -> tuple[str, ...]:
+def check_steps(steps: Any, field_name: str, config: ServeConfig) -> tuple[str, ...]:
+    """A non-empty list of at most ``limits.max_steps`` step strings."""
     limits = config.limits
-    if "steps" not in obj:
-        raise RequestError(where + "steps", "is missing")
-    steps = obj["steps"]
     if not isinstance(steps, list):
-        raise RequestError(
-            where + "steps", f"must be a list of strings, got {type(steps).__name__}"
-        )
+        raise RequestError(field_name, f"must be a list of strings, got {type(steps).__name__}")
     if not steps:
-        raise RequestError(where + "steps", "is empty")
+        raise RequestError(field_name, "is empty")
     if len(steps) > limits.max_steps:
-        raise RequestError(where + "steps", f"has {len(steps)} steps, limit {limits.max_steps}")
+        raise RequestError(field_name, f"has {len(steps)} steps, limit {limits.max_steps}")
     for i, step in enumerate(steps):
-        _check_text(step, f"{where}steps[{i}]", limits.max_step_chars)
+        check_text(step, f"{field_name}[{i}]", limits.max_step_chars)
     return tuple(steps)
 
 
-def _number(
+def number_field(
     obj: dict[str, Any],
     name: str,
     where: str,
@@ -124,7 +184,8 @@ def _number(
     if value is None:
         value = default
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok_type or not math.isfinite(value):
+    finite = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+    if isinstance(value, bool) or not ok_type or not finite:
         kind = "an integer" if integer else "a number"
         raise RequestError(where + name, f"must be {kind}, got {value!r:.40}")
     if not lo <= value <= hi:
@@ -132,17 +193,18 @@ def _number(
     return value
 
 
-def _sampling(obj: dict[str, Any], where: str, config: ServeConfig) -> SamplingParams:
+def sampling_params(obj: dict[str, Any], where: str, config: ServeConfig) -> SamplingParams:
+    """``samples``, ``temperature``, ``max_tokens``, ``top_p`` of ``obj`` within the limits."""
     limits = config.limits
-    k = _number(obj, "samples", where, 1, 1, limits.max_samples, integer=True)
+    k = number_field(obj, "samples", where, 1, 1, limits.max_samples, integer=True)
     default_t = config.temperature if k == 1 else config.vote_temperature
-    temperature = _number(
+    temperature = number_field(
         obj, "temperature", where, default_t, 0, limits.max_temperature, integer=False
     )
-    max_tokens = _number(
+    max_tokens = number_field(
         obj, "max_tokens", where, config.max_tokens, 1, limits.max_new_tokens, integer=True
     )
-    top_p = _number(obj, "top_p", where, config.top_p, 1e-6, 1.0, integer=False)
+    top_p = number_field(obj, "top_p", where, config.top_p, 1e-6, 1.0, integer=False)
     return SamplingParams(
         n=k, temperature=float(temperature), top_p=float(top_p), max_tokens=max_tokens
     )
@@ -160,17 +222,43 @@ def parse_request(obj: Any, config: ServeConfig, *, where: str = "") -> Critique
             where + unknown[0], f"is not a known field (known: {', '.join(REQUEST_FIELDS)})"
         )
     problem = _text(obj, "problem", where, config.limits.max_problem_chars)
-    steps = _steps(obj, where, config)
+    if "steps" not in obj:
+        raise RequestError(where + "steps", "is missing")
+    steps = check_steps(obj["steps"], where + "steps", config)
     rid = obj.get("id")
     if rid is not None and (not isinstance(rid, (str, int)) or isinstance(rid, bool)):
         raise RequestError(where + "id", f"must be a string or integer, got {rid!r:.40}")
     return CritiqueRequest(
-        problem, steps, _sampling(obj, where, config), None if rid is None else str(rid)
+        problem, steps, sampling_params(obj, where, config), None if rid is None else str(rid)
     )
+
+
+def check_request_cost(
+    requests: Sequence[CritiqueRequest], config: ServeConfig, field_name: str
+) -> int:
+    """Refuse a request whose instances x samples x max_tokens exceed
+    ``limits.max_request_tokens``; returns the total."""
+    total = sum(r.cost for r in requests)
+    limit = config.limits.max_request_tokens
+    if total > limit:
+        detail = " + ".join(f"{r.samples}x{r.params.max_tokens}" for r in requests[:8])
+        more = " + ..." if len(requests) > 8 else ""
+        raise RequestError(
+            field_name,
+            f"asks for up to {total} new tokens (samples x max_tokens: {detail}{more}), "
+            f"limit {limit} per request (limits.max_request_tokens)",
+        )
+    return total
 
 
 def parse_v1(body: Any, config: ServeConfig) -> tuple[list[CritiqueRequest], bool]:
     """A v1 body: one request object, or ``{"instances": [...]}``. Returns (requests, batched)."""
+    requests, batched = _parse_v1(body, config)
+    check_request_cost(requests, config, "instances" if batched else "max_tokens")
+    return requests, batched
+
+
+def _parse_v1(body: Any, config: ServeConfig) -> tuple[list[CritiqueRequest], bool]:
     if isinstance(body, (bytes, str)):
         raise RequestError("body", "must be a JSON object (send Content-Type: application/json)")
     if isinstance(body, dict) and "instances" in body:
@@ -196,8 +284,11 @@ def check_prompt_tokens(
     config: ServeConfig,
     *,
     batched: bool,
+    v2: bool = False,
 ) -> list[int]:
-    """Count each request's problem and steps tokens; refuse prompts over ``limits.max_prompt_tokens``."""
+    """Count each request's problem and steps tokens; refuse prompts over
+    ``limits.max_prompt_tokens`` (the error names ``[instances[i].]problem|steps``, or
+    ``inputs.problem|steps[i]`` for v2)."""
     texts: list[str] = []
     for r in requests:
         texts.extend([r.problem, "\n\n".join(r.steps)])
@@ -207,10 +298,13 @@ def check_prompt_tokens(
     for i, _ in enumerate(requests):
         problem_n, steps_n = counts[2 * i], counts[2 * i + 1]
         if problem_n + steps_n > limit:
-            where = f"instances[{i}]." if batched else ""
             name = "steps" if steps_n >= problem_n else "problem"
+            if v2:
+                name = f"inputs.{name}[{i}]"
+            elif batched:
+                name = f"instances[{i}].{name}"
             raise RequestError(
-                where + name,
+                name,
                 f"the critique prompt is too long: problem {problem_n} + steps {steps_n} tokens, "
                 f"limit {limit}",
             )
@@ -281,46 +375,4 @@ def build_response(
         out["votes"] = votes
     if req.request_id is not None:
         out["id"] = req.request_id
-    return out
-
-
-def _bytes_column(tensor: Any, name: str) -> list[str]:
-    try:
-        values = tensor.as_numpy().reshape(-1).tolist()
-    except Exception as e:  # numpy/shape mismatch inside the tensor
-        raise RequestError(f"inputs.{name}", f"cannot be decoded: {e}") from e
-    out = []
-    for v in values:
-        out.append(v.decode("utf-8", "replace") if isinstance(v, bytes) else v)
-    return out
-
-
-def parse_v2(infer_request: Any, config: ServeConfig) -> list[CritiqueRequest]:
-    """An open-inference-protocol request -> one :class:`CritiqueRequest` per batch row."""
-    columns: dict[str, list[Any]] = {}
-    for name in ("problem", "steps"):
-        tensor = infer_request.get_input_by_name(name)
-        if tensor is None:
-            raise RequestError(f"inputs.{name}", "is missing (BYTES tensor expected)")
-        if tensor.datatype != "BYTES":
-            raise RequestError(f"inputs.{name}", f"must have datatype BYTES, got {tensor.datatype}")
-        columns[name] = _bytes_column(tensor, name)
-    rows = len(columns["problem"])
-    if rows != len(columns["steps"]) or rows == 0:
-        raise RequestError(
-            "inputs.steps", f"needs one row per problem ({rows}), got {len(columns['steps'])}"
-        )
-    if rows > config.limits.max_instances:
-        raise RequestError(
-            "inputs.problem", f"has {rows} rows, limit {config.limits.max_instances}"
-        )
-    params = dict(infer_request.parameters or {})
-    out = []
-    for i in range(rows):
-        try:
-            steps = json.loads(columns["steps"][i])
-        except (TypeError, json.JSONDecodeError) as e:
-            raise RequestError(f"inputs.steps[{i}]", "must be a JSON list of strings") from e
-        obj = {"problem": columns["problem"][i], "steps": steps, **params}
-        out.append(parse_request(obj, config, where=f"inputs[{i}]."))
     return out

@@ -1,11 +1,10 @@
 """``deepcritic serve``: the critic behind ``kserve.ModelServer``, bound to 127.0.0.1 by default.
 
-Routes (KServe's own): ``POST /v1/models/<name>:predict`` (v1), ``POST /v2/models/<name>/infer``
-(open inference protocol), ``GET /v1/models/<name>`` (readiness), ``GET /`` (liveness),
-``GET /metrics`` (Prometheus), and with the vLLM backend ``POST /openai/v1/chat/completions``.
-
-KServe's REST server binds 0.0.0.0 unconditionally; :class:`CriticServer` sets the uvicorn host
-from ``config.host`` before serving. Request bodies over ``limits.max_body_bytes`` get 413 before
+The HTTP app is ours (:mod:`deepcritic.serve.routes`): only the documented routes exist, with one
+error format. KServe's ModelServer still owns the model registry, the event loop, signal handling
+and graceful shutdown; its REST server runs uvicorn on ``config.host`` (KServe would bind
+0.0.0.0) and its gRPC server is never started (it binds every interface and serves the model
+repository's load/unload calls). Request bodies over ``limits.max_body_bytes`` get 413 before
 they are read; a full queue gets 503 with ``Retry-After``.
 """
 
@@ -14,8 +13,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
+import ipaddress
 import logging
+import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,8 +25,6 @@ from deepcritic.config import add_dataclass_arguments, config_from_args
 from deepcritic.serve.config import ServeConfig
 
 log = logging.getLogger(__name__)
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @contextlib.contextmanager
@@ -47,113 +45,38 @@ def _import_kserve_server() -> Any:
     return ms
 
 
-class BodyTooLarge(Exception):
-    """A streamed (chunked) body grew past ``limits.max_body_bytes``."""
-
-
-class BodyLimitMiddleware:
-    """ASGI middleware: 413 for bodies over ``max_bytes`` (Content-Length or streamed)."""
-
-    def __init__(self, app: Any, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            await _send_json(send, 413, f"request body is over the limit of {self.max_bytes} bytes")
-            return
-        seen = 0
-
-        async def limited() -> Any:
-            nonlocal seen
-            message = await receive()
-            if message.get("type") == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLarge(f"request body is over the limit of {self.max_bytes} bytes")
-            return message
-
-        await self.app(scope, limited, send)
-
-
-async def _send_json(send: Any, status: int, error: str, headers: list[Any] | None = None) -> None:
-    body = json.dumps({"error": error}).encode()
-    head = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": head + (headers or [])})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _too_large(_: Any, exc: Exception) -> Any:
-    from fastapi.responses import JSONResponse
-
-    return JSONResponse(status_code=413, content={"error": str(exc)})
-
-
-async def _busy(_: Any, exc: Exception) -> Any:
-    from fastapi.responses import JSONResponse
-
-    headers = {"Retry-After": "1"}
-    return JSONResponse(status_code=503, content={"error": f"server busy: {exc}"}, headers=headers)
-
-
-async def _invalid_input(_: Any, exc: Exception) -> Any:
-    """400 naming the field; KServe's own decode errors (non-JSON bodies) are about the body."""
-    from fastapi.responses import JSONResponse
-
-    from deepcritic.serve.schema import RequestError
-
-    message = str(exc) if isinstance(exc, RequestError) else f"field 'body': {exc}"
-    log.info("400: %s", message)
-    return JSONResponse(status_code=400, content={"error": message})
-
-
 def _critic_server_class() -> type:
     ms = _import_kserve_server()
-    from kserve.errors import InvalidInput
     from kserve.protocol.rest.server import RESTServer
 
-    from deepcritic.serve.batching import ServerBusy
+    from deepcritic.serve.routes import build_app
 
     class CriticRESTServer(RESTServer):  # type: ignore[misc]
-        """KServe's REST server on ``host`` (KServe hard-codes 0.0.0.0), with the body limit
-        and 400/413/503 handlers of the critique endpoint."""
+        """KServe's REST server running our app (:func:`build_app`) on ``host``."""
 
-        def __init__(self, *args: Any, host: str, max_body_bytes: int, **kwargs: Any):
-            super().__init__(*args, **kwargs)
+        def __init__(self, app: Any, *args: Any, host: str, **kwargs: Any):
+            super().__init__(app, *args, **kwargs)
             self.config.host = host
-            self.max_body_bytes = max_body_bytes
 
-        def _add_middlewares(self, app: Any) -> None:
-            super()._add_middlewares(app)
-            app.add_middleware(BodyLimitMiddleware, max_bytes=self.max_body_bytes)
-
-        def _add_exception_handlers(self, app: Any) -> None:
-            super()._add_exception_handlers(app)
-            app.add_exception_handler(InvalidInput, _invalid_input)
-            app.add_exception_handler(BodyTooLarge, _too_large)
-            app.add_exception_handler(ServerBusy, _busy)
+        def create_application(self) -> None:
+            """The app is complete already: no KServe routes, middlewares or handlers."""
 
     class CriticServer(ms.ModelServer):  # type: ignore[misc,name-defined]
-        """ModelServer that serves through :class:`CriticRESTServer` (one process)."""
+        """ModelServer that serves our app through :class:`CriticRESTServer` (one process)."""
 
         def __init__(self, config: ServeConfig):
             super().__init__(
                 http_port=config.port,
-                grpc_port=config.grpc_port,
                 workers=1,  # one process: dynamic batching needs every request in one queue
-                enable_grpc=config.enable_grpc,
-                enable_docs_url=config.enable_docs,
+                enable_grpc=False,
+                enable_docs_url=False,
             )
             self.serve_config = config
 
         def start(self, models: list[Any]) -> None:
             self._register_and_check_atleast_one_model_is_ready(models)
             rest = CriticRESTServer(
-                ms.FASTAPI_APP_IMPORT_STRING,
+                build_app(models[0], self.serve_config),
                 self.dataplane,
                 self.model_repository_extension,
                 self.http_port,
@@ -163,17 +86,9 @@ def _critic_server_class() -> type:
                 event_loop=self.event_loop,
                 timeout_keep_alive=self.timeout_keep_alive,
                 host=self.serve_config.host,
-                max_body_bytes=self.serve_config.limits.max_body_bytes,
             )
             self._rest_server = rest
             self.servers.append(rest.start())
-            if self.enable_grpc:
-                grpc = ms.GRPCServer(
-                    self.grpc_port, self.dataplane, self.model_repository_extension,
-                    kwargs=vars(ms.args), grace_period=self.grace_period,
-                )  # fmt: skip
-                self._grpc_server = grpc
-                self.servers.append(grpc.start(self.max_threads))
             log.info("listening on http://%s:%d", self.serve_config.host, self.http_port)
             self.setup_event_loop()
             self.register_signal_handler()
@@ -183,23 +98,39 @@ def _critic_server_class() -> type:
 
 
 def build_model(config: ServeConfig) -> Any:
-    """The kserve model object (with KServe's OpenAI chat route when enabled)."""
-    if config.openai_enabled:
-        from deepcritic.serve.openai_route import CriticChatModel
-
-        return CriticChatModel(config)
+    """The kserve model object."""
     from deepcritic.serve.model import CriticModel
 
     return CriticModel(config)
 
 
+def is_loopback(host: str) -> bool:
+    """True when ``host`` is a loopback address (127.0.0.0/8, ::1, an IPv4-mapped 127.x) or a
+    name that resolves only to such addresses. Anything that cannot be resolved is not."""
+    text = host.strip().strip("[]")
+    try:
+        addresses = [ipaddress.ip_address(text)]
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(text, None, proto=socket.IPPROTO_TCP)
+        except (OSError, UnicodeError):
+            return False
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+    if not addresses:
+        return False
+    return all(_loopback_address(a) for a in addresses)
+
+
+def _loopback_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool(address.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
 def check_bind(config: ServeConfig) -> None:
-    if config.host not in LOOPBACK:
+    """Warn when the server listens beyond loopback (an explicit ``host``; never the default)."""
+    if not is_loopback(config.host):
         log.warning("binding %s: every client that reaches this address can call the critic "
                     "(in the cluster, Istio authentication sits in front)", config.host)  # fmt: skip
-    if config.enable_grpc and config.host in LOOPBACK:
-        raise ValueError("enable_grpc: KServe's gRPC server binds every interface ([::]); "
-                         "enable it only together with an explicit non-loopback host")  # fmt: skip
 
 
 @dataclass
