@@ -21,7 +21,7 @@ from deepcritic.images import IMAGES
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
 KSERVE_CRDS = ROOT.parent / "shared" / "schemas" / "kserve"
-TARGETS = ["base", "overlays/dev", "overlays/prod"]
+TARGETS = ["base", "overlays/dev", "overlays/prod", "overlays/standalone"]
 K8S_VERSION = "1.32"
 SECRETISH = ("PASSWORD", "SECRET", "TOKEN", "ACCESS_KEY", "BACKEND_STORE_URI")
 
@@ -170,9 +170,11 @@ def test_validator_rejects_bad_objects() -> None:
 
 def test_one_namespace_and_expected_kinds(objects: list[dict[str, Any]]) -> None:
     kinds = {o["kind"] for o in objects}
-    assert {"Namespace", "ServiceAccount", "Role", "RoleBinding", "Deployment", "Service",
-            "ConfigMap", "TrainingRuntime"} <= kinds  # fmt: skip
-    (ns,) = [o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"]
+    assert {"ServiceAccount", "Role", "RoleBinding", "Deployment", "Service", "ConfigMap",
+            "TrainingRuntime", "PersistentVolumeClaim"} <= kinds  # fmt: skip
+    names = [o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"]
+    # standalone KFP: the platform goes into the existing `kubeflow` namespace (not created here)
+    (ns,) = names or {o["metadata"].get("namespace") for o in objects}
     for o in objects:
         if o["kind"] != "Namespace" and shutil.which("kubectl"):
             assert o["metadata"].get("namespace") == ns, o["metadata"]["name"]
@@ -232,6 +234,22 @@ def test_runner_may_create_inferenceservices_and_trainjobs(objects: list[dict[st
     assert ("serving.kserve.io", "inferenceservices") in grants
     assert ("trainer.kubeflow.org", "trainjobs") in grants
     assert not any("*" in rule["verbs"] or "*" in rule["resources"] for rule in role["rules"])
+
+
+def test_runner_binding_is_the_account_kfp_runs_pods_as(tmp_path: Path) -> None:
+    """Multi-user Kubeflow runs pipeline pods as default-editor in the profile namespace;
+    standalone KFP as pipeline-runner in kubeflow. The Role must be bound to that account."""
+    for target, subject in (("overlays/prod", ("default-editor", "deepcritic")),
+                            ("overlays/dev", ("default-editor", "deepcritic-dev")),
+                            ("overlays/standalone", ("pipeline-runner", "kubeflow"))):  # fmt: skip
+        objs = build(target, tmp_path / target.replace("/", "-"))
+        (rb,) = [o for o in objs if o["kind"] == "RoleBinding"]
+        assert [(s["name"], s["namespace"]) for s in rb["subjects"]] == [subject], target
+        (pvc,) = [o for o in objs if o["kind"] == "PersistentVolumeClaim"]
+        assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+        (cm,) = [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] ==
+                 "deepcritic-mlflow-client"]  # fmt: skip
+        assert cm["data"]["tracking_uri"].startswith("http://")
 
 
 def test_gpu_training_runtime_tolerates_gpu_pool(objects: list[dict[str, Any]]) -> None:
