@@ -64,5 +64,13 @@ def test_local_tiny_pipeline_registers_and_promotes(
         (work / "cluster" / "objects" / "inferenceservice" / "deepcritic.json").read_text()
     )
     assert isvc["spec"]["predictor"]["model"]["args"] == ["--model-uri=models:/deepcritic/1"]
+    # every object the run sent to the (stand-in) API server is valid against its schema
+    from deepcritic.platform.cluster import LocalCluster
+    from support.k8s_schemas import validate
+
+    audit = LocalCluster(work / "cluster", controllers={}).audit_log()
+    assert {a["object"]["kind"] for a in audit} >= {"PersistentVolumeClaim", "InferenceService"}
+    for entry in audit:
+        validate({k: v for k, v in entry["object"].items() if k != "status"})
     text = summary(result)
     assert "@champion:         v1" in text and served["url"] in text

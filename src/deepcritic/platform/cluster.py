@@ -244,6 +244,17 @@ class LocalCluster:
         tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
         tmp.replace(p)
 
+    def _audit(self, verb: str, obj: Obj) -> None:
+        """Append what a client sent (like the API server's audit log): tests validate each."""
+        with (self.root / "audit.jsonl").open("a") as fh:
+            fh.write(json.dumps({"verb": verb, "object": obj}) + "\n")
+
+    def audit_log(self) -> list[dict[str, Any]]:
+        path = self.root / "audit.jsonl"
+        return (
+            [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+        )
+
     def create(self, obj: Obj) -> Obj:
         with self._locked():
             if self._read(obj["kind"], obj["metadata"]["name"]) is not None:
@@ -251,6 +262,7 @@ class LocalCluster:
             stored = json.loads(json.dumps(obj))
             stored["metadata"].setdefault("namespace", self.namespace)
             stored["metadata"]["generation"] = 1
+            self._audit("create", obj)
             self.write(stored)
         self._reconcile(stored)
         return self.get(obj["apiVersion"], obj["kind"], obj["metadata"]["name"]) or stored
@@ -270,6 +282,7 @@ class LocalCluster:
             new = merge_patch(obj, patch)
             if new.get("spec") != obj.get("spec"):
                 new["metadata"]["generation"] = int(obj["metadata"].get("generation", 1)) + 1
+            self._audit("patch", {k: v for k, v in new.items() if k != "status"})
             self.write(new)
         self._reconcile(new)
         return self.get(api_version, kind, name) or new
