@@ -12,12 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.support.checkpoints import (
-    delete_artifacts,
-    make_checkpoint,
-    replace_weights,
-    stored_folder,
-)
 
 from deepcritic import registry
 from deepcritic.registry import (
@@ -29,6 +23,12 @@ from deepcritic.registry import (
     lease,
     promote,
     register,
+)
+from support.checkpoints import (
+    delete_artifacts,
+    make_checkpoint,
+    replace_weights,
+    stored_folder,
 )
 
 NAME = "critic-test"

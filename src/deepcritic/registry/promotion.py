@@ -219,17 +219,14 @@ def _compare_and_move(
     raise st.RegistryError(f"alias: {name}@{alias} kept moving; promotion of v{version} gave up")
 
 
-def _decision_tags(config: PromoteConfig, out: _Outcome) -> dict[str, str]:
-    tags = {
+def _decision_tags(failure: str | None, out: _Outcome) -> dict[str, str]:
+    return {
+        st.GATE_TAG: "passed" if failure is None else "failed",
+        f"{st.GATE_TAG}.reason": (failure or "")[:4000],
         "deepcritic.promotion.decision": "promoted" if out.promoted else "rejected",
         "deepcritic.promotion.reason": out.reason[:4000],
-        "deepcritic.promotion.metric": config.metric,
-        "deepcritic.promotion.margin": f"{config.margin:g}",
-        "deepcritic.promotion.floor": f"{config.floor_f1:g}",
+        "deepcritic.promotion.compared_to": out.champion_version or "",
     }
-    if out.champion_version is not None:
-        tags["deepcritic.promotion.compared_to"] = out.champion_version
-    return tags
 
 
 def promote(config: PromoteConfig) -> PromoteResult:
@@ -242,10 +239,9 @@ def promote(config: PromoteConfig) -> PromoteResult:
     verifier = Verifier(config.scratch_dir)
     failure = _gate(client, cand, score, config, verifier)
     gate = "passed" if failure is None else f"failed: {failure}"
-    st.set_version_tags(client, config.model_name, version, {
-        st.GATE_TAG: "passed" if failure is None else "failed",
-        f"{st.GATE_TAG}.reason": (failure or "")[:4000],
-    })  # fmt: skip
+    if failure is None and cand.tags.get(st.GATE_TAG) != "passed":  # before the alias may move
+        client.set_model_version_tag(config.model_name, version, st.GATE_TAG, "passed")
+        cand.tags[st.GATE_TAG] = "passed"
     if failure is not None:
         holder = st.alias_holder(client, config.model_name, config.alias)
         held = str(holder.version) if holder is not None else None
@@ -253,7 +249,7 @@ def promote(config: PromoteConfig) -> PromoteResult:
         out = _Outcome(False, False, f"gate: {failure}", held, champ)
     else:
         out = _compare_and_move(client, config, version, verifier)
-    st.set_version_tags(client, config.model_name, version, _decision_tags(config, out))
+    st.set_version_tags(client, cand, _decision_tags(failure, out))
     log.info("promotion of %s v%s: %s (%s)", config.model_name, version, out.promoted, out.reason)
     return PromoteResult(
         config.model_name, version, out.promoted, out.changed, out.reason, score,

@@ -178,14 +178,11 @@ def _reuse(client: Any, mv: Any, sha: str, metrics: dict[str, float], name: str)
     old = st.version_metrics(mv)
     changed: dict[str, list[float | None]] = {}
     for k, v in metrics.items():
-        if k not in old or not math.isclose(old[k], v, rel_tol=0, abs_tol=1e-9):
+        if k not in old or f"{old[k]:.6f}" != f"{v:.6f}":  # as the tags store them
             changed[k] = [old.get(k), v]
     if changed:
         st.set_version_tags(
-            client,
-            name,
-            str(mv.version),
-            {f"{st.METRIC_PREFIX}{k}": f"{v:.6f}" for k, v in metrics.items()},
+            client, mv, {f"{st.METRIC_PREFIX}{k}": f"{metrics[k]:.6f}" for k in changed}
         )
         log.warning("%s v%s re-registered with new metrics: %s", name, mv.version, changed)
     else:

@@ -125,9 +125,11 @@ def usable(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
 
 
-def set_version_tags(mlflow_client: Any, name: str, version: str, tags: dict[str, str]) -> None:
+def set_version_tags(mlflow_client: Any, mv: Any, tags: dict[str, str]) -> None:
+    """Write the tags whose values differ from what ``mv`` (as read) already has."""
     for k, v in tags.items():
-        mlflow_client.set_model_version_tag(name, version, k, v)
+        if mv.tags.get(k) != v:
+            mlflow_client.set_model_version_tag(mv.name, str(mv.version), k, v)
 
 
 def pin_tag(alias: str) -> str:
