@@ -146,7 +146,7 @@ def acquire(
         if time.monotonic() > deadline:
             raise LeaseError(f"lock {prefix}*: not acquired in {timeout_s:g}s (held by {top})")
         time.sleep(random.uniform(delay / 2, delay))
-        delay = min(delay * 1.5, 0.5)
+        delay = min(delay * 1.5, 0.25)
 
 
 @contextlib.contextmanager
