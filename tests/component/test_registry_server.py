@@ -18,9 +18,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,23 +40,12 @@ from deepcritic.registry import (
 )
 from deepcritic.registry import store as registry_store
 from support.checkpoints import delete_artifacts, make_checkpoint, replace_weights, stored_folder
+from support.mlflow_server import Server, running_mlflow_server
 
 NAME = "race"
 FLOOR, MIN_PARSE = 15.0, 50.0
 SEED = int(os.environ.get("DEEPCRITIC_RACE_SEED", "16"))
 MAX_JITTER_S = 0.01
-
-
-@dataclass
-class Server:
-    uri: str
-    artifacts: Path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -68,39 +54,8 @@ def mlflow_server(
 ) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("mlflow-server")
     shutil.copy(_mlflow_template_db, root / "mlflow.db")
-    port = _free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-           f"sqlite:///{root / 'mlflow.db'}", "--serve-artifacts", "--artifacts-destination",
-           str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]  # fmt: skip
-    log = (root / "server.log").open("w")
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(uri, proc, timeout_s=90)
-        yield Server(uri, root / "artifacts")
-    finally:
-        os.killpg(proc.pid, 15)  # the server and its workers: the group this fixture started
-        proc.wait(timeout=30)
-        log.close()
-
-
-def _wait_healthy(uri: str, proc: subprocess.Popen, timeout_s: float) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.25)
-    raise RuntimeError(f"mlflow server at {uri} not healthy after {timeout_s}s")
+    with running_mlflow_server(root) as server:
+        yield server
 
 
 class _Jittery:
