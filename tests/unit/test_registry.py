@@ -215,6 +215,7 @@ def test_decide(cand: float, champ: float | None, margin: float, expected: bool,
         ({"margin": math.nan}, "margin"),
         ({"floor_f1": math.inf}, "floor_f1"),
         ({"min_parse_rate": 120.0}, "min_parse_rate"),
+        ({"alias": "champ' OR '1"}, "alias"),
     ],
 )
 def test_promote_refuses_bad_settings(

@@ -59,6 +59,8 @@ def status(config: OperatorConfig) -> AliasStatus:
 
 
 def _hold(client: Any, config: OperatorConfig) -> Any:
+    st.check_model_name(config.model_name)
+    st.check_alias(config.alias)
     return lease.hold(
         client, config.model_name, config.alias,
         ttl_s=config.lock_ttl_s, timeout_s=config.lock_timeout_s,

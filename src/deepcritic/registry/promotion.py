@@ -81,14 +81,15 @@ class _Outcome:
 
 def _validate(config: PromoteConfig) -> None:
     st.check_model_name(config.model_name)
+    st.check_alias(config.alias)
     if not math.isfinite(config.margin) or config.margin < 0:
         raise st.RegistryError(f"margin: must be a finite number >= 0, got {config.margin}")
     if not math.isfinite(config.floor_f1):
         raise st.RegistryError(f"floor_f1: must be a finite number, got {config.floor_f1}")
     if not 0.0 <= config.min_parse_rate <= 100.0:
         raise st.RegistryError(f"min_parse_rate: a % in [0, 100], got {config.min_parse_rate}")
-    if not config.alias or config.lock_ttl_s <= 0 or config.lock_timeout_s <= 0:
-        raise st.RegistryError("alias, lock_ttl_s, lock_timeout_s: must be set and positive")
+    if config.lock_ttl_s <= 0 or config.lock_timeout_s <= 0:
+        raise st.RegistryError("lock_ttl_s, lock_timeout_s: must be positive")
 
 
 def decide(

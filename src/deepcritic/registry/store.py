@@ -20,6 +20,7 @@ Registered model tags (per alias, e.g. ``champion``):
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +57,11 @@ def check_model_name(name: str) -> None:
         raise RegistryError(
             f"model_name: {name!r} must be non-empty, without quotes or backslashes"
         )
+
+
+def check_alias(alias: str) -> None:
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,63}", alias or ""):
+        raise RegistryError(f"alias: {alias!r} must be a letter then letters, digits, _ or -")
 
 
 def error_code(exc: BaseException) -> str:
