@@ -52,8 +52,12 @@ def test_register_then_promote_components(
 
     model_dir = _checkpoint(tmp_path / "ckpt", 1)
     results = tmp_path / "results"
-    results.mkdir()
-    (results / "metrics.json").write_text(json.dumps({"avg_f1": 0.42, "f1.gsm8k": 0.5}))
+    (results / "predictions").mkdir(parents=True)  # what the evaluate component writes
+    (results / "metrics.json").write_text(json.dumps({"avg_f1": 42.0, "f1.gsm8k": 42.0}))
+    rows = [{"id": "a", "label": -1, "prediction": -1}, {"id": "b", "label": 1, "prediction": None}]
+    (results / "predictions" / "gsm8k.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows)
+    )
     data = tmp_path / "train.jsonl"
     data.write_text('{"id": "a"}\n')
 
@@ -64,14 +68,24 @@ def test_register_then_promote_components(
         d = dsl.importer(artifact_uri=data_uri, artifact_class=dsl.Dataset)
         reg = register(model=m.output, eval_results=r.output, train_data=d.output,
                        model_name="critic", base_model="tiny")  # fmt: skip
-        promote(model_name="critic", version=reg.outputs["version"], margin=0.0)
+        below_base = promote(model_name="critic", version=reg.outputs["version"], margin=0.0,
+                             floor_f1=45.0)  # fmt: skip  # the base model did better: refused
+        promote(model_name="critic", version=reg.outputs["version"], margin=0.0, floor_f1=30.0,
+                min_parse_rate=50.0).after(below_base)  # fmt: skip
 
     flow(model_uri=str(model_dir), results_uri=str(results), data_uri=str(data))
     client = MlflowClient(local_mlflow, local_mlflow)
     mv = client.get_model_version_by_alias("critic", "champion")
-    assert str(mv.version) == "1" and float(mv.tags["metric.avg_f1"]) == pytest.approx(0.42)
+    assert str(mv.version) == "1" and float(mv.tags["metric.avg_f1"]) == pytest.approx(42.0)
+    assert float(mv.tags["metric.avg_parse_rate"]) == pytest.approx(50.0)
     assert mv.tags["base_model"] == "tiny" and len(mv.tags["data_hash"]) == 64
     assert mv.tags["deepcritic.promotion.decision"] == "promoted"
+    assert mv.tags["deepcritic.gate"] == "passed"
+    gates = {}
+    for out in kfp_local.glob("*/promote*/executor_output.json"):
+        gates[out.parent.name] = json.loads(out.read_text())["parameterValues"]
+    assert gates["promote"]["promoted"] is False and "floor" in gates["promote"]["reason"]
+    assert gates["promote-2"]["promoted"] is True
 
 
 def test_optional_branch_verify_vote_and_refine(kfp_local: Path, tiny_model_path: str) -> None:
