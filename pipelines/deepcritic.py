@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:
 
 from components.cleanup.component import cleanup  # noqa: E402
 from components.deploy.component import deploy as deploy_component  # noqa: E402
-from components.evaluate.component import evaluate  # noqa: E402
+from components.evaluate.component import evaluate, evaluate_base  # noqa: E402
 from components.grpo.component import grpo  # noqa: E402
 from components.mc_annotate.component import mc_annotate  # noqa: E402
 from components.prepare_data.component import prepare_data  # noqa: E402
@@ -102,6 +102,7 @@ def place(task: dsl.PipelineTask, stage: str, cluster: dict[str, Any]) -> dsl.Pi
     kubernetes.use_field_path_as_env(
         task, env_name="KFP_RUN_ID", field_path="metadata.labels['pipeline/runid']"
     )
+    kubernetes.add_pod_label(task, "deepcritic.io/mlflow-client", "true")  # its NetworkPolicy
     kubernetes.set_timeout(task, p.timeout_s)
     if p.retries:
         task.set_retry(num_retries=p.retries, backoff_duration="60s", backoff_factor=2.0)
@@ -111,7 +112,8 @@ def place(task: dsl.PipelineTask, stage: str, cluster: dict[str, Any]) -> dsl.Pi
 
 def _evaluate_register_promote_deploy(critic: Any, *, profile: Any, train: Any, base_model: Any,
                                       eval_benchmarks: Any, eval_limit: Any, eval_overrides: Any,
-                                      model_name: Any, margin: Any, deploy: dict[str, Any],
+                                      model_name: Any, margin: Any, gates: dict[str, Any],
+                                      deploy: dict[str, Any],
                                       use: dict[str, Any], cluster: dict[str, Any]) -> None:  # fmt: skip
     ev = place(evaluate(profile=profile, model=critic, benchmarks=eval_benchmarks, limit=eval_limit,
                         overrides=eval_overrides), "eval", cluster)  # fmt: skip
@@ -126,8 +128,9 @@ def _evaluate_register_promote_deploy(critic: Any, *, profile: Any, train: Any, 
     reg = place(register(model=critic, eval_results=ev.outputs["results"], train_data=train,
                          model_name=model_name, base_model=base_model), "cpu", cluster)  # fmt: skip
     reg.set_caching_options(False)  # registry side effects: never skip them
-    gate = place(promote(model_name=model_name, version=reg.outputs["version"], margin=margin),
-                 "cpu", cluster)  # fmt: skip
+    gate = place(promote(model_name=model_name, version=reg.outputs["version"], margin=margin,
+                         floor=gates["floor"], base_f1=gates["base_f1"],
+                         min_parse_rate=gates["min_parse_rate"]), "cpu", cluster)  # fmt: skip
     gate.set_caching_options(False)
     with dsl.If(deploy["enabled"] == True, name="deploy-enabled"):  # noqa: E712, SIM117
         with dsl.If(gate.outputs["promoted"] == True, name="new-champion"):  # noqa: E712, SIM117
@@ -157,12 +160,18 @@ def _body(**p: Any) -> None:
                          base_model=p["base_model"], launcher=p["sft_launcher"],
                          namespace=p["namespace"], overrides=p["sft_overrides"]), "train", c)  # fmt: skip
     sft_model = sft_task.outputs["model"]
+    # the base model on the same benchmarks: the promotion floor (cached across runs)
+    base = place(evaluate_base(profile=p["profile"], base_model=p["base_model"],
+                               benchmarks=p["eval_benchmarks"], limit=p["eval_limit"],
+                               overrides=p["eval_overrides"]), "eval", c)  # fmt: skip
     # RL data source: two branches. Each wires its own evaluate -> register -> promote -> deploy
     # tail (kfp.local resolves dsl.OneOf for parameters only, not artifacts, so no OneOf here).
     tail = {"profile": p["profile"], "train": train, "base_model": p["base_model"],
             "eval_benchmarks": p["eval_benchmarks"], "eval_limit": p["eval_limit"],
             "eval_overrides": p["eval_overrides"], "model_name": p["registry_model_name"],
             "margin": p["promote_margin"],
+            "gates": {"floor": p["promote_floor"], "base_f1": base.output,
+                      "min_parse_rate": p["promote_min_parse_rate"]},
             "deploy": {"enabled": p["deploy_enabled"], "canary": p["deploy_canary_percent"],
                        "ready_timeout_s": p["deploy_ready_timeout_s"],
                        "smoke_request": p["deploy_smoke_request"]},
@@ -227,6 +236,8 @@ def deepcritic_pipeline(
     eval_overrides: list = [],  # noqa: B006
     registry_model_name: str = "deepcritic",  # MLflow registered model (serve: @champion)
     promote_margin: float = 0.0,  # promote only if avg F1 > champion's + margin
+    promote_floor: str = "base",  # and > the base model's avg F1 (base | none | a number)
+    promote_min_parse_rate: float = 50.0,  # and a readable verdict on >= this % of items
     deploy_enabled: bool = True,  # roll out the champion when this run promoted it
     deploy_canary_percent: int = 10,  # traffic share of the new champion until it is Ready
     deploy_ready_timeout_s: int = 1800,  # then roll back (traffic and alias)

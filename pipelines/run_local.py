@@ -136,6 +136,14 @@ def deploy_output(pipeline_root: str) -> dict[str, Any] | None:
     return dict(json.loads(answer)) if answer else None
 
 
+def _outputs(pipeline_root: str, task_glob: str) -> list[Any]:
+    """The ``Output`` parameter of every task matching ``task_glob`` (newest run first)."""
+    outs = sorted(Path(pipeline_root).glob(f"*/{task_glob}/executor_output.json"),
+                  key=os.path.getmtime, reverse=True)  # fmt: skip
+    values = [json.loads(p.read_text()).get("parameterValues", {}).get("Output") for p in outs]
+    return [v for v in values if v is not None]
+
+
 def summary(result: LocalResult) -> str:
     name = result.arguments.get("registry_model_name", "deepcritic")
     deployed = deploy_output(result.pipeline_root)
@@ -144,8 +152,14 @@ def summary(result: LocalResult) -> str:
         f"deepcritic serve --model-uri {deployed['model_uri']})"
         if deployed else "not deployed (not promoted)"
     )  # fmt: skip
+    base = _outputs(result.pipeline_root, "evaluate-base")
+    trained = _outputs(result.pipeline_root, "evaluate") + _outputs(
+        result.pipeline_root, "evaluate-2"
+    )
+    f1 = f"base {base[0]:.3f} -> trained {trained[0]:.3f}" if base and trained else "n/a"
     lines = [
         f"pipeline finished in {result.seconds:.0f} s (profile {result.arguments.get('profile')})",
+        f"avg F1:            {f1}",
         f"MLflow server:     {result.tracking_uri} (stopped; reopen: {result.reopen})",
         f"parent run:        {result.parent_run_id} (stage runs nested under it)",
         f"pipeline outputs:  {result.pipeline_root}",

@@ -36,3 +36,23 @@ def evaluate(
     for key, value in flat.items():
         metrics.log_metric(key, float(value))
     return float(result.avg_f1)
+
+
+@dsl.component(base_image=image("generate"), install_kfp_package=False)
+def evaluate_base(
+    profile: str,
+    base_model: str,
+    benchmarks: list,
+    limit: int,
+    overrides: list,
+) -> float:
+    """The base model on the same benchmarks: its avg F1 is the promotion floor."""
+    from deepcritic.evaluate import EvalConfig, run
+    from deepcritic.runtime import ensure_parent_run, stage_config
+
+    ensure_parent_run()
+    extra = [f"generation.model={base_model}", "out=base-eval",
+             "benchmarks=" + ",".join(benchmarks)] + ([f"limit={limit}"] if limit > 0 else [])  # fmt: skip
+    result = run(stage_config(EvalConfig, "evaluate", profile, [*overrides, *extra]))
+    print(f"base model {base_model}: avg F1 {result.avg_f1:.4f}", flush=True)
+    return float(result.avg_f1)

@@ -14,17 +14,18 @@ def promote(
     model_name: str,
     version: str,
     margin: float,
-    floor_f1: float = 0.0,
+    floor: str = "base",
+    base_f1: float = 0.0,
     min_parse_rate: float = 50.0,
 ) -> NamedTuple("Promotion", [("promoted", bool), ("champion", str), ("reason", str)]):  # noqa: UP006
     """The gate; the decision and its reason are also tags on the model version.
 
-    ``floor_f1``: the base model's avg F1 on the same benchmarks (the candidate must beat it);
-    ``min_parse_rate``: % of items whose critique has a readable verdict.
+    ``floor``: ``base`` (the candidate must beat ``base_f1``, the base model's avg F1 on the same
+    benchmarks), ``none`` or a number; ``min_parse_rate``: % of items with a readable verdict.
     """
     from collections import namedtuple
 
-    from deepcritic.registry import PromoteConfig
+    from deepcritic.registry import PromoteConfig, floor_value
     from deepcritic.registry import promote as do_promote
     from deepcritic.runtime import ensure_parent_run
 
@@ -34,7 +35,7 @@ def promote(
             model_name=model_name,
             version=version,
             margin=margin,
-            floor_f1=floor_f1,
+            floor_f1=floor_value(floor, base_f1),
             min_parse_rate=min_parse_rate,
         )
     )

@@ -69,8 +69,8 @@ def test_register_then_promote_components(
         reg = register(model=m.output, eval_results=r.output, train_data=d.output,
                        model_name="critic", base_model="tiny")  # fmt: skip
         below_base = promote(model_name="critic", version=reg.outputs["version"], margin=0.0,
-                             floor_f1=45.0)  # fmt: skip  # the base model did better: refused
-        promote(model_name="critic", version=reg.outputs["version"], margin=0.0, floor_f1=30.0,
+                             floor="base", base_f1=45.0)  # fmt: skip  # the base model did better: refused
+        promote(model_name="critic", version=reg.outputs["version"], margin=0.0, floor="30",
                 min_parse_rate=50.0).after(below_base)  # fmt: skip
 
     flow(model_uri=str(model_dir), results_uri=str(results), data_uri=str(data))

@@ -23,12 +23,13 @@ CLUSTER_PARAMS = {"gpu_node_selector", "gpu_tolerations", "run_volume_claim", "c
                   "run_volume_size", "run_volume_storage_class", "delete_run_volume",
                   "mlflow_config", "mlflow_secret", "hf_token_secret"}  # fmt: skip
 GPU_EXECUTORS = {"exec-seed-critiques": 8, "exec-mc-annotate": 1, "exec-evaluate": 1,
+                 "exec-evaluate-base": 1,
                  "exec-evaluate-2": 1, "exec-verify-vote": 1, "exec-verify-vote-2": 1,
                  "exec-refine": 1, "exec-refine-2": 1}  # fmt: skip
 # tasks that read or write the run volume (caches, shards, checkpoints, resumable work)
 VOLUME_EXECUTORS = {"exec-prepare-data", "exec-seed-critiques", "exec-seed-finalize", "exec-sft",
                     "exec-grpo", "exec-grpo-2", "exec-mc-annotate", "exec-evaluate",
-                    "exec-evaluate-2", "exec-cleanup"}  # fmt: skip
+                    "exec-evaluate-2", "exec-evaluate-base", "exec-cleanup"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")

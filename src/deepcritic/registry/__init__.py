@@ -13,7 +13,13 @@
 from deepcritic.registry.commands import register_cli
 from deepcritic.registry.integrity import IntegrityError, Verifier, hash_paths, verify_checkpoint
 from deepcritic.registry.operator import OperatorConfig, pin, status, unpin, verify
-from deepcritic.registry.promotion import PromoteConfig, PromoteResult, decide, promote
+from deepcritic.registry.promotion import (
+    PromoteConfig,
+    PromoteResult,
+    decide,
+    floor_value,
+    promote,
+)
 from deepcritic.registry.registering import RegisterConfig, RegisterResult, parse_rates, register
 from deepcritic.registry.store import (
     CHAMPION,
@@ -24,6 +30,7 @@ from deepcritic.registry.store import (
 )
 
 __all__ = [
+    "floor_value",
     "CHAMPION",
     "DEFAULT_MODEL_NAME",
     "GATE_TAG",

@@ -54,6 +54,28 @@ class PromoteConfig:
     tracking_uri: str | None = None
 
 
+NO_FLOOR = -1.0  # below any F1: "none" (a wiring check, never a production setting)
+
+
+def floor_value(spec: str, base_f1: float) -> float:
+    """The promotion floor from a pipeline setting: ``base`` (the base model's avg F1 on the same
+    benchmarks, evaluated in the run), ``none`` (no floor) or a number."""
+    spec = str(spec).strip().lower()
+    if spec == "base":
+        if not math.isfinite(base_f1):
+            raise st.RegistryError(f"promote_floor=base: the base model's F1 is {base_f1}")
+        return float(base_f1)
+    if spec == "none":
+        return NO_FLOOR
+    try:
+        value = float(spec)
+    except ValueError:
+        raise st.RegistryError(f"promote_floor: 'base', 'none' or a number, got {spec!r}") from None
+    if not math.isfinite(value):
+        raise st.RegistryError(f"promote_floor: must be finite, got {spec!r}")
+    return value
+
+
 @dataclass
 class PromoteResult:
     model_name: str
