@@ -1,0 +1,94 @@
+"""The TrainJob path rehearsed: the launcher submits the exact TrainJob object to a LocalCluster,
+whose LocalTrainer runs its command as 2 worker processes (accelerate, DeepSpeed ZeRO-3 on CPU
+over gloo, the tiny model); only the run volume is shared. The checkpoint must load and the loss
+curve must be in MLflow, with ZeRO-3 and world size 2 recorded by the trainer itself."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from deepcritic import seed
+from deepcritic.config import load_config, to_dict
+from deepcritic.platform import storage, trainjob
+from deepcritic.platform.cluster import LocalCluster
+from deepcritic.records import write_jsonl
+from deepcritic.sft import CriticSFTConfig
+from support.scripted_backend import ScriptedBackend, SeedTeacher, toy_solution
+from support.trainer_crd import validate
+
+CONFIGS = Path(__file__).resolve().parents[2] / "src" / "deepcritic" / "configs"
+pytest.importorskip("deepspeed")
+
+
+@pytest.fixture()
+def run_volume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    monkeypatch.setenv(storage.RUN_VOLUME_ENV, str(volume))
+    monkeypatch.setenv(storage.RUN_ID_ENV, "rehearsal-run-1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return volume
+
+
+def seed_output(folder: Path) -> Path:
+    sols = [toy_solution(f"p{i}", label, 2) for i, label in enumerate((-1, 0, 1, -1))]
+    write_jsonl(folder / "in.jsonl", sols)
+    cfg = seed.SeedConfig(
+        data=str(folder / "in.jsonl"), out_dir=str(folder / "seed"), tracking_uri="off"
+    )
+    result = seed.run(cfg, ScriptedBackend(SeedTeacher(sols)))
+    return Path(result.sft_path or "")
+
+
+def sft_config(data: Path, model: str, out_dir: Path) -> CriticSFTConfig:
+    cfg = load_config(CriticSFTConfig, CONFIGS / "sft.tiny.yaml")
+    return replace(
+        cfg, data=str(data), model=model, out_dir=str(out_dir), deepspeed="zero3", max_steps=4,
+        effective_batch_size=2, per_device_batch_size=1, save_steps=1000, tracking_uri=None,
+    )  # fmt: skip
+
+
+def test_sft_trainjob_on_two_local_workers(
+    tmp_path: Path, run_volume: Path, tiny_model_path: str, local_mlflow: str
+) -> None:
+    import mlflow
+
+    from deepcritic.models import load_causal_lm
+
+    folder = trainjob.stage_files("sft")
+    # the launcher copies its KFP input artifact onto the volume; the trainer reads it there
+    data = trainjob.put_on_volume(
+        seed_output(tmp_path / "launcher"), folder / "inputs" / "sft.jsonl"
+    )
+    config = sft_config(data, tiny_model_path, folder / "out")
+    cluster = LocalCluster(tmp_path / "cluster")
+    env = {"DEEPCRITIC_ARTIFACT_ROOT": str(tmp_path / "mlartifacts")}
+    result = trainjob.run_stage(
+        "sft", to_dict(config), task="sft", image="local", timeout_s=600, poll_s=2,
+        cluster=cluster, num_nodes=1, gpus_per_node=0, procs_per_node=2, volume_claim="run-vol",
+        env=env,
+    )  # fmt: skip
+    # the exact object the launcher submitted is a valid TrainJob
+    name = trainjob.trainjob_name("rehearsal-run-1", "sft")
+    submitted = json.loads(
+        (cluster.root / "work" / "trainjob" / name / "trainjob.json").read_text()
+    )
+    validate(submitted)
+    assert result.name == name and cluster.get(trainjob.API_VERSION, "TrainJob", name) is None
+    model, tok = load_causal_lm(result.checkpoint, device="cpu")
+    assert model.config.num_hidden_layers == 2 and tok.eos_token == "<|im_end|>"
+    assert Path(result.checkpoint).is_relative_to(run_volume)
+    # the trainer (rank 0) logged the run: ZeRO-3 over 2 ranks and a loss curve of 4 steps
+    (run,) = mlflow.search_runs(experiment_names=["deepcritic"], output_format="list")
+    params = run.data.params
+    assert (params["zero_stage"], params["world_size"], params["effective_batch"]) == (
+        "3",
+        "2",
+        "2",
+    )
+    losses = mlflow.MlflowClient().get_metric_history(run.info.run_id, "train.loss")
+    assert len(losses) == 4
