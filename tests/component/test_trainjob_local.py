@@ -92,3 +92,38 @@ def test_sft_trainjob_on_two_local_workers(
     )
     losses = mlflow.MlflowClient().get_metric_history(run.info.run_id, "train.loss")
     assert len(losses) == 4
+
+
+def test_grpo_trainjob_on_two_local_workers(
+    tmp_path: Path, run_volume: Path, tiny_model_path: str, local_mlflow: str
+) -> None:
+    import mlflow
+
+    from deepcritic.grpo import CriticGRPOConfig, read_result
+    from deepcritic.models import load_causal_lm
+
+    folder = trainjob.stage_files("grpo")
+    policy = trainjob.put_on_volume(tiny_model_path, folder / "inputs" / "sft_model")
+    sols = [toy_solution(f"g{i}", label, 2) for i, label in enumerate((-1, 0, 1, -1))]
+    write_jsonl(tmp_path / "labels.jsonl", sols)
+    labels = trainjob.put_on_volume(tmp_path / "labels.jsonl", folder / "inputs" / "data")
+    cfg = replace(
+        load_config(CriticGRPOConfig, CONFIGS / "grpo.tiny.yaml"), model=str(policy),
+        labels_path=str(labels), out_dir=str(folder / "out"), deepspeed="zero3",
+        effective_batch_size=4, per_device_train_batch_size=2, max_steps=2,
+        mask_truncated_completions=True, tracking_uri=None,
+    )  # fmt: skip
+    result = trainjob.run_stage(
+        "grpo", to_dict(cfg), task="grpo", image="local", timeout_s=600, poll_s=2,
+        cluster=LocalCluster(tmp_path / "cluster"), num_nodes=2, gpus_per_node=0,
+        procs_per_node=1, volume_claim="run-vol",
+        env={"DEEPCRITIC_ARTIFACT_ROOT": str(tmp_path / "mlartifacts")},
+    )  # fmt: skip
+    model, _ = load_causal_lm(result.checkpoint, device="cpu")
+    assert model.config.num_hidden_layers == 2
+    assert read_result(cfg.out_dir).steps == 2
+    (run,) = mlflow.search_runs(experiment_names=["deepcritic"], output_format="list")
+    params = run.data.params
+    assert (params["zero_stage"], params["world_size"], params["completions_per_step"]) == (
+        "3", "2", "4")  # fmt: skip
+    assert len(mlflow.MlflowClient().get_metric_history(run.info.run_id, "reward")) == 2

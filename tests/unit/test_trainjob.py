@@ -46,7 +46,7 @@ def test_manifest_validates_against_the_trainjob_crd(tmp_path: Path) -> None:
     tr = m["spec"]["trainer"]
     assert (tr["numNodes"], tr["numProcPerNode"]) == (2, 8)
     assert tr["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "8"
-    assert m["spec"]["runtimeRef"] == {"name": "deepcritic-train", "kind": "TrainingRuntime",
+    assert m["spec"]["runtimeRef"] == {"name": "deepcritic-deepspeed", "kind": "TrainingRuntime",
                                        "apiGroup": "trainer.kubeflow.org"}  # fmt: skip
     assert m["spec"]["activeDeadlineSeconds"] == 3600
     assert m["metadata"]["labels"]["deepcritic.io/run-id"].startswith("3f1c9a2e")

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 API_VERSION = "trainer.kubeflow.org/v1alpha1"
 KIND = "TrainJob"
-DEFAULT_RUNTIME = "deepcritic-train"  # manifests/base/training/runtime.yaml
+DEFAULT_RUNTIME = "deepcritic-deepspeed"  # manifests/base/training/runtime.yaml
 CONTAINER = "node"  # the Trainer's node container (replicated job "node")
 PATCH_MANAGER = "deepcritic.io/launcher"
 VOLUME_NAME = "run-volume"
