@@ -163,9 +163,8 @@ def run_from_config(config: Any, world: int, gpu: bool = True) -> Run:
 def model_states(shape: Shape, run: Run) -> dict[str, float]:
     """Bytes per GPU of weights, gradients, fp32 masters and Adam states."""
     n, w = shape.params, run.world
-    if run.zero == 3 and run.offload:
-        return {"weights (bf16, working set)": 0.0, "grads (bf16)": 0.0,
-                "fp32 master + Adam (CPU)": 0.0}  # fmt: skip
+    if run.zero == 3 and run.offload:  # all on the host; the working set is in the ZeRO buffers
+        return {"weights (bf16)": 0.0, "grads (bf16)": 0.0, "fp32 master + Adam": 0.0}
     part = {3: (w, w, w), 2: (1, w, w)}.get(run.zero, (1, 1, 1))
     return {
         "weights (bf16)": 2 * n / part[0],
