@@ -127,3 +127,20 @@ def test_grpo_trainjob_on_two_local_workers(
     assert (params["zero_stage"], params["world_size"], params["completions_per_step"]) == (
         "3", "2", "4")  # fmt: skip
     assert len(mlflow.MlflowClient().get_metric_history(run.info.run_id, "reward")) == 2
+
+
+def test_a_failing_trainer_fails_the_launcher_with_its_own_message(
+    tmp_path: Path, run_volume: Path, tiny_model_path: str, no_mlflow: None
+) -> None:
+    folder = trainjob.stage_files("sft-broken")
+    config = sft_config(folder / "inputs" / "missing.jsonl", tiny_model_path, folder / "out")
+    cluster = LocalCluster(tmp_path / "cluster")
+    with pytest.raises(trainjob.TrainJobFailed) as err:
+        trainjob.run_stage(
+            "sft", to_dict(config), task="sft-broken", image="local", timeout_s=300, poll_s=1,
+            cluster=cluster, gpus_per_node=0, procs_per_node=2, volume_claim="run-vol",
+        )  # fmt: skip
+    message = str(err.value)
+    assert "missing.jsonl does not exist" in message  # the trainer's own words, from its log
+    assert "exited with" in message  # the Trainer condition's reason
+    assert cluster.list(trainjob.API_VERSION, "TrainJob", {}) == []  # deleted after failing

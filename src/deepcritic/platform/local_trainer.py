@@ -295,6 +295,7 @@ class LocalTrainer:
         return {**obj, "status": {"conditions": _conditions(phase, status)}}
 
     def stop(self, cluster: LocalCluster, obj: Obj) -> None:
+        """Stop the supervisor (it stops its nodes) and forget the job, so the name can be reused."""
         work = cluster.work_dir(KIND, obj["metadata"]["name"])
         status = _read_json(work / STATUS_FILE)
         pid = status.get("supervisor_pid")
@@ -303,8 +304,12 @@ class LocalTrainer:
             deadline = time.monotonic() + 30
             while _alive(int(pid)) and time.monotonic() < deadline:
                 time.sleep(0.2)
-        for node in [*status.get("node_pids", []), *([pid] if pid else [])]:
-            _kill_group(int(node), signal.SIGKILL)
+            if _alive(int(pid)):  # it did not stop its nodes: kill what is still ours
+                for node in [*_read_json(work / STATUS_FILE).get("node_pids", []), pid]:
+                    if _alive(int(node)):
+                        _kill_group(int(node), signal.SIGKILL)
+        (work / JOB_FILE).unlink(missing_ok=True)
+        (work / STATUS_FILE).unlink(missing_ok=True)
 
 
 def _conditions(phase: str, status: dict[str, Any]) -> list[dict[str, Any]]:
