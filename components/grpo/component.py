@@ -19,12 +19,14 @@ def grpo(
     metrics: Output[Metrics],
     num_nodes: int = 1,
     gpus_per_node: int = 8,
+    procs_per_node: int = 0,
     run_volume_claim: str = "",
     timeout_s: int = 172800,
 ) -> int:
     """``data_source``: labels (a JSONL file) | mc (mc_annotate's folder). Returns steps run.
     ``launcher``: inprocess | trainjob (cluster: this task stays on a CPU node and follows a
-    Kubeflow Trainer TrainJob with the files on the run volume ``run_volume_claim``)."""
+    Kubeflow Trainer TrainJob with the files on the run volume ``run_volume_claim``; ranks per node:
+    ``procs_per_node``, 0 = one per GPU)."""
     import shutil
     from dataclasses import replace
     from pathlib import Path
@@ -41,7 +43,9 @@ def grpo(
         from deepcritic.platform import cluster, trainjob
 
         folder = trainjob.stage_files("grpo")
-        policy = trainjob.put_on_volume(sft_model.path, folder / "inputs" / "sft_model")
+        kept = sft_model.metadata.get("run_volume_path")  # SFT's TrainJob left it on the volume
+        policy = Path(kept) if kept and Path(kept, "config.json").is_file() else None
+        policy = policy or trainjob.put_on_volume(sft_model.path, folder / "inputs" / "sft_model")
         rows = trainjob.put_on_volume(src, folder / "inputs" / "data")  # a file or MC's folder
         extra = [f"model={policy}", f"data_source={data_source}", f"{key}={rows}",
                  f"out_dir={folder / 'out'}"]  # fmt: skip
@@ -49,7 +53,7 @@ def grpo(
         job = trainjob.run_stage(
             "grpo", to_dict(config), task="grpo", image=image_ref("train"), timeout_s=timeout_s,
             cluster=cluster.current(namespace), num_nodes=num_nodes, gpus_per_node=gpus_per_node,
-            volume_claim=run_volume_claim,
+            procs_per_node=procs_per_node or None, volume_claim=run_volume_claim,
         )  # fmt: skip
         result = replace(read_result(config.out_dir), checkpoint=job.checkpoint)
     elif launcher == "inprocess":
@@ -65,4 +69,5 @@ def grpo(
         metrics.log_metric("final_reward", float(result.reward_curve[-1]))
     metrics.log_metric("steps", float(result.steps))
     model.metadata.update({**sft_model.metadata, "rl_data_source": data_source})
+    model.metadata["run_volume_path"] = result.checkpoint if launcher == "trainjob" else ""
     return int(result.steps)

@@ -18,12 +18,14 @@ def sft(
     metrics: Output[Metrics],
     num_nodes: int = 1,
     gpus_per_node: int = 8,
+    procs_per_node: int = 0,
     run_volume_claim: str = "",
     timeout_s: int = 172800,
 ) -> str:
     """Train; ``model`` gets the HF checkpoint. ``launcher``: inprocess | trainjob (cluster: this
     task stays on a CPU node and follows a Kubeflow Trainer TrainJob with the files on the run
-    volume ``run_volume_claim``, ``num_nodes`` x ``gpus_per_node`` GPUs, ZeRO-3)."""
+    volume ``run_volume_claim``, ``num_nodes`` x ``gpus_per_node`` GPUs, ZeRO-3; ``procs_per_node``
+    ranks per node, 0 = one per GPU; the CPU rehearsal: ``gpus_per_node=0, procs_per_node=2``)."""
     import shutil
     from dataclasses import replace
 
@@ -43,9 +45,10 @@ def sft(
         job = trainjob.run_stage(
             "sft", to_dict(config), task="sft", image=image_ref("train"), timeout_s=timeout_s,
             cluster=cluster.current(namespace), num_nodes=num_nodes, gpus_per_node=gpus_per_node,
-            volume_claim=run_volume_claim,
+            procs_per_node=procs_per_node or None, volume_claim=run_volume_claim,
         )  # fmt: skip
         result = replace(read_result(config.out_dir), checkpoint=job.checkpoint)
+        model.metadata["run_volume_path"] = job.checkpoint  # GRPO's TrainJob reads it in place
     elif launcher == "inprocess":
         config = stage_config(CriticSFTConfig, "sft", profile, [*overrides, f"data={data.path}",
                               f"model={base_model}", f"out_dir={model.path}.work"])  # fmt: skip

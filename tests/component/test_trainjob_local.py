@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,18 @@ from support.trainer_crd import validate
 
 CONFIGS = Path(__file__).resolve().parents[2] / "src" / "deepcritic" / "configs"
 pytest.importorskip("deepspeed")
+
+
+class RecordingCluster(LocalCluster):
+    """The local cluster, keeping every object the launcher submits."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.submitted: list[dict[str, object]] = []
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.submitted.append(json.loads(json.dumps(obj)))
+        return super().create(obj)
 
 
 @pytest.fixture()
@@ -65,7 +78,7 @@ def test_sft_trainjob_on_two_local_workers(
         seed_output(tmp_path / "launcher"), folder / "inputs" / "sft.jsonl"
     )
     config = sft_config(data, tiny_model_path, folder / "out")
-    cluster = LocalCluster(tmp_path / "cluster")
+    cluster = RecordingCluster(tmp_path / "cluster")
     env = {"DEEPCRITIC_ARTIFACT_ROOT": str(tmp_path / "mlartifacts")}
     result = trainjob.run_stage(
         "sft", to_dict(config), task="sft", image="local", timeout_s=600, poll_s=2,
@@ -74,10 +87,9 @@ def test_sft_trainjob_on_two_local_workers(
     )  # fmt: skip
     # the exact object the launcher submitted is a valid TrainJob
     name = trainjob.trainjob_name("rehearsal-run-1", "sft")
-    submitted = json.loads(
-        (cluster.root / "work" / "trainjob" / name / "trainjob.json").read_text()
-    )
+    (submitted,) = cluster.submitted
     validate(submitted)
+    assert submitted["spec"]["trainer"]["numProcPerNode"] == 2
     assert result.name == name and cluster.get(trainjob.API_VERSION, "TrainJob", name) is None
     model, tok = load_causal_lm(result.checkpoint, device="cpu")
     assert model.config.num_hidden_layers == 2 and tok.eos_token == "<|im_end|>"
@@ -144,3 +156,38 @@ def test_a_failing_trainer_fails_the_launcher_with_its_own_message(
     assert "missing.jsonl does not exist" in message  # the trainer's own words, from its log
     assert "exited with" in message  # the Trainer condition's reason
     assert cluster.list(trainjob.API_VERSION, "TrainJob", {}) == []  # deleted after failing
+
+
+def test_sft_component_launches_a_trainjob(
+    tmp_path: Path, run_volume: Path, tiny_model_path: str, local_mlflow: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The KFP component (kfp.local) as the CPU-only launcher: files onto the volume, a TrainJob
+    on the local cluster, the checkpoint back as the task's output artifact."""
+    import sys
+
+    from kfp import dsl, local
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from components.sft.component import sft
+
+    monkeypatch.setenv("DEEPCRITIC_CLUSTER", f"local:{tmp_path / 'cluster'}")
+    monkeypatch.chdir(tmp_path)
+    local.init(runner=local.SubprocessRunner(use_venv=False),
+               pipeline_root=str(tmp_path / "root"), raise_on_error=True)  # fmt: skip
+    data = seed_output(tmp_path / "seed")
+    overrides = ["deepspeed=zero3", "max_steps=2", "effective_batch_size=2",
+                 "per_device_batch_size=1", "save_steps=1000"]  # fmt: skip
+
+    def flow(data_uri: str) -> None:
+        d = dsl.importer(artifact_uri=data_uri, artifact_class=dsl.Dataset)
+        sft(profile="tiny", data=d.output, base_model=tiny_model_path, launcher="trainjob",
+            namespace="local", overrides=overrides, gpus_per_node=0, procs_per_node=2,
+            run_volume_claim="run-vol", timeout_s=600)  # fmt: skip
+
+    flow.__annotations__ = {"data_uri": str, "return": None}  # KFP reads real types
+    dsl.pipeline(name="sft-trainjob")(flow)(data_uri=str(data))
+    (out,) = list((tmp_path / "root").glob("*/sft/model"))
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    assert (run_volume / "runs" / "rehearsal-run-1" / "sft" / "inputs" / "data").is_file()
+    assert not list((tmp_path / "cluster" / "objects" / "trainjob").glob("*.json"))  # deleted
