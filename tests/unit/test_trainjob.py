@@ -49,7 +49,7 @@ def test_manifest_validates_against_the_trainjob_crd(tmp_path: Path) -> None:
     assert m["spec"]["runtimeRef"] == {"name": "deepcritic-deepspeed", "kind": "TrainingRuntime",
                                        "apiGroup": "trainer.kubeflow.org"}  # fmt: skip
     assert m["spec"]["activeDeadlineSeconds"] == 3600
-    assert m["metadata"]["labels"]["deepcritic.io/run-id"].startswith("3f1c9a2e")
+    assert m["metadata"]["labels"]["deepcritic.dev/run-id"].startswith("3f1c9a2e")
     # CPU rehearsal shape: no GPU request, processes given explicitly
     cpu = trainjob_manifest(spec(tmp_path, gpus_per_node=0, procs_per_node=2, num_nodes=1))
     validate(cpu)

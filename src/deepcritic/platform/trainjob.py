@@ -47,10 +47,10 @@ API_VERSION = "trainer.kubeflow.org/v1alpha1"
 KIND = "TrainJob"
 DEFAULT_RUNTIME = "deepcritic-deepspeed"  # manifests/base/training/runtime.yaml
 CONTAINER = "node"  # the Trainer's node container (replicated job "node")
-PATCH_MANAGER = "deepcritic.io/launcher"
+PATCH_MANAGER = "deepcritic.dev/launcher"
 VOLUME_NAME = "run-volume"
-RUN_LABEL = "deepcritic.io/run-id"
-TASK_LABEL = "deepcritic.io/task"
+RUN_LABEL = "deepcritic.dev/run-id"  # the exit handler deletes TrainJobs by it
+TASK_LABEL = "deepcritic.dev/task"
 JOB_LABEL = "jobset.sigs.k8s.io/jobset-name"  # on every pod of the TrainJob's JobSet
 MLFLOW_SECRET_ENV = "DEEPCRITIC_MLFLOW_SECRET"
 PASSED_ENV = ("KFP_RUN_ID", "MLFLOW_TRACKING_URI", "DEEPCRITIC_PARENT_RUN_ID",
@@ -129,7 +129,7 @@ def trainjob_name(run_id: str, task: str) -> str:
 
 
 def _label_value(value: str) -> str:
-    return _LABEL.sub("-", value)[:63].strip("-._") or "none"
+    return _LABEL.sub("-", value)[:63].strip("-_.") or "unknown"
 
 
 def trainjob_env(spec: TrainJobSpec) -> list[dict[str, Any]]:
