@@ -141,6 +141,14 @@ def _evaluate_register_promote_deploy(critic: Any, *, profile: Any, train: Any, 
             dep.set_caching_options(False)
 
 
+def _trainjob(c: dict[str, Any]) -> dict[str, Any]:
+    """What a TrainJob launcher passes on: the run volume and the GPU pool's selector/taint."""
+    return {"run_volume_claim": c["run_volume_claim"], "node_selector": c["gpu_node_selector"],
+            "tolerations": c["gpu_tolerations"],
+            # the job's deadline ends before the launcher's, so the launcher can still delete it
+            "timeout_s": PLACEMENT["train"].timeout_s - HOUR}  # fmt: skip
+
+
 def _body(**p: Any) -> None:
     """The stages (inside the exit handler)."""
     c = p["cluster"]
@@ -158,7 +166,9 @@ def _body(**p: Any) -> None:
                                 overrides=p["seed_overrides"]), "prepare", c)  # fmt: skip
     sft_task = place(sft(profile=p["profile"], data=final.outputs["sft_data"],
                          base_model=p["base_model"], launcher=p["sft_launcher"],
-                         namespace=p["namespace"], overrides=p["sft_overrides"]), "train", c)  # fmt: skip
+                         namespace=p["namespace"], overrides=p["sft_overrides"],
+                         num_nodes=p["sft_num_nodes"], gpus_per_node=p["sft_gpus_per_node"],
+                         procs_per_node=p["sft_procs_per_node"], **_trainjob(c)), "train", c)  # fmt: skip
     sft_model = sft_task.outputs["model"]
     # the base model on the same benchmarks: the promotion floor (cached across runs)
     base = place(evaluate_base(profile=p["profile"], base_model=p["base_model"],
@@ -180,7 +190,9 @@ def _body(**p: Any) -> None:
                     "refine_overrides": p["refine_overrides"]},
             "cluster": c}  # fmt: skip
     grpo_args = {"profile": p["profile"], "sft_model": sft_model, "launcher": p["grpo_launcher"],
-                 "namespace": p["namespace"], "overrides": p["grpo_overrides"]}  # fmt: skip
+                 "namespace": p["namespace"], "overrides": p["grpo_overrides"],
+                 "num_nodes": p["grpo_num_nodes"], "gpus_per_node": p["grpo_gpus_per_node"],
+                 "procs_per_node": p["grpo_procs_per_node"], **_trainjob(c)}  # fmt: skip
     with dsl.If(p["rl_data_source"] == "labels", name="rl-from-labels"):
         rl_labels = place(grpo(data=train, data_source="labels", **grpo_args), "train", c)
         _evaluate_register_promote_deploy(rl_labels.outputs["model"], **tail)
@@ -225,12 +237,18 @@ def deepcritic_pipeline(
     seed_overrides: list = [],  # noqa: B006
     sft_launcher: str = "trainjob",  # trainjob (Kubeflow Trainer, ZeRO-3) | inprocess (local)
     sft_overrides: list = [],  # noqa: B006
+    sft_num_nodes: int = 1,  # TrainJob nodes (paper: one node of 8 x 80 GB)
+    sft_gpus_per_node: int = 8,  # paper: 8 GPUs
+    sft_procs_per_node: int = 0,  # ranks per node (0 = one per GPU)
     rl_data_source: str = "labels",  # labels (human first-error labels) | mc (MC annotation)
     mc_problems: str = NUMINAMATH,  # problems for MC annotation (rl_data_source=mc)
     mc_limit: int = 0,  # first N problems (0 = all)
     mc_overrides: list = [],  # noqa: B006
     grpo_launcher: str = "trainjob",  # trainjob | inprocess
     grpo_overrides: list = [],  # noqa: B006
+    grpo_num_nodes: int = 1,  # TrainJob nodes (paper: one node of 8 x 80 GB)
+    grpo_gpus_per_node: int = 8,  # paper: 8 GPUs
+    grpo_procs_per_node: int = 0,  # ranks per node (0 = one per GPU)
     eval_benchmarks: list = PAPER_BENCHMARKS,  # noqa: B006  paper: the six benchmarks
     eval_limit: int = 0,  # first N items per benchmark (0 = all)
     eval_overrides: list = [],  # noqa: B006

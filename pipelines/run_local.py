@@ -170,8 +170,21 @@ def summary(result: LocalResult) -> str:
     return "\n".join(lines)
 
 
-# The rehearsal: the tiny profile with the cluster's launchers (TrainJob stand-in) and deploy.
-REHEARSAL: dict[str, Any] = {"sft_launcher": "trainjob", "grpo_launcher": "trainjob"}
+# The rehearsal: the tiny profile through the cluster's paths: SFT and GRPO as TrainJobs run by the
+# local Trainer stand-in (SFT: 1 node x 2 ranks under ZeRO-3; GRPO: 2 nodes x 1 rank), RL data from
+# Monte Carlo annotation (the branch the tiny demo does not take), deploy through local KServe.
+REHEARSAL: dict[str, Any] = {
+    "sft_launcher": "trainjob", "sft_gpus_per_node": 0, "sft_procs_per_node": 2,
+    "grpo_launcher": "trainjob", "grpo_num_nodes": 2, "grpo_gpus_per_node": 0,
+    "grpo_procs_per_node": 1, "rl_data_source": "mc",
+}  # fmt: skip
+
+
+def rehearsal_arguments(extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The tiny profile + :data:`REHEARSAL`, ZeRO-3 added to both trainers' overrides."""
+    tiny = pipeline_arguments("tiny")
+    zero3 = {k: [*tiny.get(k, []), "deepspeed=zero3"] for k in ("sft_overrides", "grpo_overrides")}
+    return {**REHEARSAL, **zero3, **(extra or {})}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         extra[key] = yaml.safe_load(value)
     profile = "tiny" if (args.tiny or args.rehearse) else args.profile
     if args.rehearse:
-        extra = {**REHEARSAL, **extra}
+        extra = rehearsal_arguments(extra)
     result = run(LocalConfig(profile=profile, pipeline=args.pipeline, work_dir=args.work_dir,
                              tracking_uri=args.tracking_uri, arguments=extra))  # fmt: skip
     print(summary(result), flush=True)

@@ -17,45 +17,60 @@ def grpo(
     overrides: list,
     model: Output[Model],
     metrics: Output[Metrics],
+    num_nodes: int = 1,
+    gpus_per_node: int = 8,
+    procs_per_node: int = 0,
+    run_volume_claim: str = "",
+    timeout_s: int = 172800,
+    node_selector: dict = None,  # type: ignore[assignment]  # KFP: an optional struct
+    tolerations: list = None,  # type: ignore[assignment]
 ) -> int:
-    """``data_source``: labels (a JSONL file) | mc (mc_annotate's folder). Returns steps run."""
+    """``data_source``: labels (a JSONL file) | mc (mc_annotate's folder). Returns steps run.
+    ``launcher``: inprocess | trainjob (cluster: this task stays on a CPU node and follows a
+    Kubeflow Trainer TrainJob with the files on the run volume ``run_volume_claim``; ranks per node:
+    ``procs_per_node``, 0 = one per GPU)."""
     import shutil
+    from dataclasses import replace
     from pathlib import Path
 
-    import yaml
-
     from deepcritic.config import to_dict
-    from deepcritic.grpo import CriticGRPOConfig, run
+    from deepcritic.grpo import CriticGRPOConfig, read_result, run
     from deepcritic.images import image as image_ref
-    from deepcritic.runtime import (
-        ensure_parent_run,
-        launch_trainjob,
-        stage_config,
-        trainjob_manifest,
-    )
+    from deepcritic.runtime import ensure_parent_run, stage_config
 
     ensure_parent_run()
-    out_dir = model.path + ".work"
-    src = data.metadata.get("out_path") or data.path
     key = "mc_path" if data_source == "mc" else "labels_path"
-    if Path(src).is_dir():
-        src = str(sorted(Path(src).glob("*.jsonl"))[0])
-    extra = [f"model={sft_model.path}", f"data_source={data_source}", f"{key}={src}",
-             f"out_dir={out_dir}"]  # fmt: skip
-    config = stage_config(CriticGRPOConfig, "grpo", profile, [*overrides, *extra])
+    src = data.metadata.get("out_path") or data.path
     if launcher == "trainjob":
-        name = f"grpo-{abs(hash(model.path)) % 10**8}"
-        body = yaml.safe_dump(to_dict(config))
-        launch_trainjob(trainjob_manifest(name, "grpo", body, image=image_ref("train")), namespace)
-        checkpoint, steps = f"{out_dir}/final", -1
+        from deepcritic.platform import cluster, trainjob
+
+        folder = trainjob.stage_files("grpo")
+        kept = sft_model.metadata.get("run_volume_path")  # SFT's TrainJob left it on the volume
+        policy = Path(kept) if kept and Path(kept, "config.json").is_file() else None
+        policy = policy or trainjob.put_on_volume(sft_model.path, folder / "inputs" / "sft_model")
+        rows = trainjob.put_on_volume(src, folder / "inputs" / "data")  # a file or MC's folder
+        extra = [f"model={policy}", f"data_source={data_source}", f"{key}={rows}",
+                 f"out_dir={folder / 'out'}"]  # fmt: skip
+        config = stage_config(CriticGRPOConfig, "grpo", profile, [*overrides, *extra])
+        job = trainjob.run_stage(
+            "grpo", to_dict(config), task="grpo", image=image_ref("train"), timeout_s=timeout_s,
+            cluster=cluster.current(namespace), num_nodes=num_nodes, gpus_per_node=gpus_per_node,
+            procs_per_node=procs_per_node or None, volume_claim=run_volume_claim,
+            node_selector=node_selector or None, tolerations=tolerations or None,
+        )  # fmt: skip
+        result = replace(read_result(config.out_dir), checkpoint=job.checkpoint)
     elif launcher == "inprocess":
-        result = run(config)
-        checkpoint, steps = result.checkpoint, result.steps
-        if result.reward_curve:
-            metrics.log_metric("final_reward", float(result.reward_curve[-1]))
+        if Path(src).is_dir():
+            src = str(sorted(Path(src).glob("*.jsonl"))[0])
+        extra = [f"model={sft_model.path}", f"data_source={data_source}", f"{key}={src}",
+                 f"out_dir={model.path}.work"]  # fmt: skip
+        result = run(stage_config(CriticGRPOConfig, "grpo", profile, [*overrides, *extra]))
     else:
         raise ValueError(f"grpo_launcher must be inprocess or trainjob, got {launcher!r}")
-    shutil.copytree(checkpoint, model.path, dirs_exist_ok=True)
-    metrics.log_metric("steps", float(steps))
+    shutil.copytree(result.checkpoint, model.path, dirs_exist_ok=True)
+    if result.reward_curve:
+        metrics.log_metric("final_reward", float(result.reward_curve[-1]))
+    metrics.log_metric("steps", float(result.steps))
     model.metadata.update({**sft_model.metadata, "rl_data_source": data_source})
-    return int(steps)
+    model.metadata["run_volume_path"] = result.checkpoint if launcher == "trainjob" else ""
+    return int(result.steps)

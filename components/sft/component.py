@@ -16,39 +16,54 @@ def sft(
     overrides: list,
     model: Output[Model],
     metrics: Output[Metrics],
+    num_nodes: int = 1,
+    gpus_per_node: int = 8,
+    procs_per_node: int = 0,
+    run_volume_claim: str = "",
+    timeout_s: int = 172800,
+    node_selector: dict = None,  # type: ignore[assignment]  # KFP: an optional struct
+    tolerations: list = None,  # type: ignore[assignment]
 ) -> str:
-    """Train; ``model`` gets the HF checkpoint. ``launcher``: inprocess | trainjob (cluster)."""
+    """Train; ``model`` gets the HF checkpoint. ``launcher``: inprocess | trainjob (cluster: this
+    task stays on a CPU node and follows a Kubeflow Trainer TrainJob with the files on the run
+    volume ``run_volume_claim``, ``num_nodes`` x ``gpus_per_node`` GPUs, ZeRO-3; ``procs_per_node``
+    ranks per node, 0 = one per GPU; the CPU rehearsal: ``gpus_per_node=0, procs_per_node=2``)."""
     import shutil
-
-    import yaml
+    from dataclasses import replace
 
     from deepcritic.config import to_dict
     from deepcritic.images import image as image_ref
-    from deepcritic.runtime import (
-        ensure_parent_run,
-        launch_trainjob,
-        stage_config,
-        trainjob_manifest,
-    )
-    from deepcritic.sft import CriticSFTConfig, run
+    from deepcritic.runtime import ensure_parent_run, stage_config
+    from deepcritic.sft import CriticSFTConfig, read_result, run
 
     ensure_parent_run()
-    out_dir = model.path + ".work"
-    extra = [f"data={data.path}", f"model={base_model}", f"out_dir={out_dir}"]
-    config = stage_config(CriticSFTConfig, "sft", profile, [*overrides, *extra])
-    if launcher == "trainjob":  # multi-node DeepSpeed on the cluster; out_dir on the shared volume
-        name = f"sft-{abs(hash(model.path)) % 10**8}"
-        body = yaml.safe_dump(to_dict(config))
-        launch_trainjob(trainjob_manifest(name, "sft", body, image=image_ref("train")), namespace)
-        checkpoint, loss = f"{out_dir}/final", float("nan")
+    if launcher == "trainjob":
+        from deepcritic.platform import cluster, trainjob
+        from deepcritic.platform.storage import fetch, is_uri
+
+        # fetched once here, onto the run volume's cache, so the trainer pods find it in place
+        base_model = str(fetch(base_model)) if is_uri(base_model) else base_model
+        folder = trainjob.stage_files("sft")
+        on_volume = trainjob.put_on_volume(data.path, folder / "inputs" / "data")
+        extra = [f"data={on_volume}", f"model={base_model}", f"out_dir={folder / 'out'}"]
+        config = stage_config(CriticSFTConfig, "sft", profile, [*overrides, *extra])
+        job = trainjob.run_stage(
+            "sft", to_dict(config), task="sft", image=image_ref("train"), timeout_s=timeout_s,
+            cluster=cluster.current(namespace), num_nodes=num_nodes, gpus_per_node=gpus_per_node,
+            procs_per_node=procs_per_node or None, volume_claim=run_volume_claim,
+            node_selector=node_selector or None, tolerations=tolerations or None,
+        )  # fmt: skip
+        result = replace(read_result(config.out_dir), checkpoint=job.checkpoint)
+        model.metadata["run_volume_path"] = job.checkpoint  # GRPO's TrainJob reads it in place
     elif launcher == "inprocess":
+        config = stage_config(CriticSFTConfig, "sft", profile, [*overrides, f"data={data.path}",
+                              f"model={base_model}", f"out_dir={model.path}.work"])  # fmt: skip
         result = run(config)
-        checkpoint, loss = result.checkpoint, result.train_loss
-        metrics.log_metric("global_step", float(result.global_step))
-        model.metadata.update({"data_hash": result.data_hash, "examples": result.examples})
     else:
         raise ValueError(f"sft_launcher must be inprocess or trainjob, got {launcher!r}")
-    shutil.copytree(checkpoint, model.path, dirs_exist_ok=True)
-    metrics.log_metric("train_loss", loss)
-    model.metadata["base_model"] = base_model
+    shutil.copytree(result.checkpoint, model.path, dirs_exist_ok=True)
+    metrics.log_metric("train_loss", result.train_loss)
+    metrics.log_metric("global_step", float(result.global_step))
+    model.metadata.update({"data_hash": result.data_hash, "examples": result.examples,
+                           "base_model": base_model})  # fmt: skip
     return base_model

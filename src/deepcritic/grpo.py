@@ -24,9 +24,10 @@ import contextlib
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,31 +43,6 @@ log = logging.getLogger(__name__)
 DataSource = Literal["labels", "mc"]
 LossType = Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo"]
 Precision = Literal["auto", "bf16", "fp32"]
-
-# DeepSpeed presets by name (a path to a JSON file works too). "auto" values are filled by HF.
-_DEEPSPEED: dict[str, dict[str, Any]] = {
-    "zero2": {
-        "zero_optimization": {"stage": 2, "overlap_comm": True, "contiguous_gradients": True},
-        "bf16": {"enabled": "auto"},
-        "train_micro_batch_size_per_gpu": "auto",
-        "gradient_accumulation_steps": "auto",
-        "train_batch_size": "auto",
-        "gradient_clipping": "auto",
-    },
-    "zero3": {
-        "zero_optimization": {
-            "stage": 3,
-            "overlap_comm": True,
-            "contiguous_gradients": True,
-            "stage3_gather_16bit_weights_on_model_save": True,
-        },
-        "bf16": {"enabled": "auto"},
-        "train_micro_batch_size_per_gpu": "auto",
-        "gradient_accumulation_steps": "auto",
-        "train_batch_size": "auto",
-        "gradient_clipping": "auto",
-    },
-}
 
 
 @dataclass
@@ -93,17 +69,22 @@ class CriticGRPOConfig:
     epsilon: float = 0.2  # PPO clip
     num_iterations: int = 1  # policy updates per generation batch (mu)
     per_device_train_batch_size: int = 8  # completions per device per micro-step
-    gradient_accumulation_steps: int = 1
+    gradient_accumulation_steps: int = 1  # used when effective_batch_size is None
+    # completions per optimizer step, the same for every world size (accumulation derived from it)
+    effective_batch_size: int | None = None
+    mask_truncated_completions: bool = False  # no loss on completions cut at max_completion_length
     num_train_epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides epochs
     format_penalty: float = 0.0  # added for an unparsable critique (0 = off); e.g. -0.5
     precision: Precision = "auto"  # auto = bf16 on GPU, fp32 on CPU
     gradient_checkpointing: bool = False
+    attn_implementation: str | None = None  # flash_attention_2 where the image has flash_attn
     use_vllm: bool = False  # generate with vLLM
     vllm_mode: Literal["colocate", "server"] = "colocate"
-    vllm_gpu_memory_utilization: float = 0.3
+    vllm_gpu_memory_utilization: float = 0.3  # colocate: share of each GPU vLLM may take
     vllm_tensor_parallel_size: int = 1
-    deepspeed: str | None = None  # zero2 | zero3 | path to a DeepSpeed JSON
+    vllm_enable_sleep_mode: bool = False  # colocate: free vLLM's memory during the update
+    deepspeed: str | None = None  # zero2 | zero3 | zero3_offload | path to a DeepSpeed JSON
     save_steps: int = 50
     save_total_limit: int = 2
     logging_steps: int = 1
@@ -212,12 +193,7 @@ def _validate(config: CriticGRPOConfig) -> None:
         raise ValueError(
             f"num_generations must be >= 2 (GRPO compares a group), got {config.num_generations}"
         )
-    per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps
-    if per_step % config.num_generations:
-        raise ValueError(
-            f"per_device_train_batch_size * gradient_accumulation_steps ({per_step}) must be a "
-            f"multiple of num_generations ({config.num_generations})"
-        )
+    accumulation(config, int(os.environ.get("WORLD_SIZE", "1")))  # whole groups per step
     if config.max_completion_length < 1:
         raise ValueError(f"max_completion_length must be >= 1, got {config.max_completion_length}")
     if config.format_penalty > 0:
@@ -226,63 +202,103 @@ def _validate(config: CriticGRPOConfig) -> None:
         )
 
 
-def _use_bf16(config: CriticGRPOConfig) -> bool:
-    import torch
-
-    return config.precision == "bf16" or (config.precision == "auto" and torch.cuda.is_available())
+def _use_bf16(config: CriticGRPOConfig, gpu: bool) -> bool:
+    return config.precision == "bf16" or (config.precision == "auto" and gpu)
 
 
-def _deepspeed(config: CriticGRPOConfig) -> dict[str, Any] | str | None:
-    if config.deepspeed is None or config.deepspeed == "":
-        return None
-    if config.deepspeed in _DEEPSPEED:
-        return json.loads(json.dumps(_DEEPSPEED[config.deepspeed]))
-    if not Path(config.deepspeed).is_file():
-        raise FileNotFoundError(f"deepspeed: {config.deepspeed} is neither zero2/zero3 nor a file")
-    return config.deepspeed
+def accumulation(config: CriticGRPOConfig, world: int) -> int:
+    """Gradient accumulation for ``world`` ranks: from ``effective_batch_size`` when it is set.
+
+    TRL generates ``per_device x world x accumulation`` completions per optimizer step (one vLLM
+    batch) and needs whole groups of ``num_generations`` in it.
+    """
+    per_step = config.per_device_train_batch_size * world
+    if config.effective_batch_size is None:
+        steps = config.gradient_accumulation_steps
+    elif config.effective_batch_size % per_step:
+        raise ValueError(
+            f"effective_batch_size={config.effective_batch_size} is not a multiple of "
+            f"per_device_train_batch_size x world size = {per_step}"
+        )
+    else:
+        steps = config.effective_batch_size // per_step
+    if (per_step * steps) % config.num_generations:
+        raise ValueError(
+            f"completions per step ({per_step * steps} = per_device_train_batch_size x world x "
+            f"accumulation) must be a multiple of num_generations ({config.num_generations})"
+        )
+    return steps
 
 
-def trl_config(config: CriticGRPOConfig) -> Any:
+def trainer_arguments(config: CriticGRPOConfig, world: int, gpu: bool) -> dict[str, Any]:
+    """The keyword arguments of ``trl.GRPOConfig`` for this world size (pure: no torch, no TRL)."""
+    from deepcritic.launch import deepspeed_config
+
+    bf16 = _use_bf16(config, gpu)
+    attn = _attention(config, gpu)
+    init: dict[str, Any] = {
+        # bf16 weights only under DeepSpeed, which keeps fp32 masters; else fp32 + bf16 autocast
+        "dtype": "bfloat16" if bf16 and config.deepspeed else "float32",
+        "use_safetensors": True,
+        **({"attn_implementation": attn} if attn else {}),
+    }
+    vllm_len = (config.max_prompt_tokens or 0) + config.max_completion_length
+    return {
+        "output_dir": str(Path(config.out_dir) / "checkpoints"),
+        "num_generations": config.num_generations,
+        "max_completion_length": config.max_completion_length,
+        "mask_truncated_completions": config.mask_truncated_completions,
+        "temperature": config.temperature, "top_p": config.top_p, "beta": config.beta,
+        "learning_rate": config.learning_rate, "lr_scheduler_type": config.lr_scheduler_type,
+        "warmup_steps": config.warmup, "loss_type": config.loss_type,
+        "scale_rewards": config.scale_rewards, "epsilon": config.epsilon,
+        "num_iterations": config.num_iterations,
+        "per_device_train_batch_size": config.per_device_train_batch_size,
+        "gradient_accumulation_steps": accumulation(config, world),
+        "num_train_epochs": config.num_train_epochs, "max_steps": config.max_steps,
+        "bf16": bf16, "fp16": False,
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "gradient_checkpointing_kwargs": {"use_reentrant": False},
+        "use_vllm": config.use_vllm, "vllm_mode": config.vllm_mode,
+        "vllm_gpu_memory_utilization": config.vllm_gpu_memory_utilization,
+        "vllm_tensor_parallel_size": config.vllm_tensor_parallel_size,
+        "vllm_enable_sleep_mode": config.vllm_enable_sleep_mode,
+        "vllm_max_model_length": vllm_len if config.max_prompt_tokens else None,
+        "deepspeed": deepspeed_config(config.deepspeed),
+        "use_cpu": not gpu and not config.deepspeed,  # DeepSpeed on CPU: launch.join_deepspeed
+        "save_strategy": "steps", "save_steps": config.save_steps,
+        "save_total_limit": config.save_total_limit, "logging_steps": config.logging_steps,
+        "seed": config.seed, "report_to": "none", "trust_remote_code": config.trust_remote_code,
+        "model_init_kwargs": init, "disable_tqdm": False,
+    }  # fmt: skip
+
+
+def _attention(config: CriticGRPOConfig, gpu: bool) -> str | None:
+    """Flash attention only with a GPU and the ``flash_attn`` package (else SDPA / default)."""
+    import importlib.util
+
+    attn = config.attn_implementation
+    if attn and attn.startswith("flash_attention"):
+        if gpu and importlib.util.find_spec("flash_attn") is not None:
+            return attn
+        log.warning("flash attention unavailable here (GPU: %s): using SDPA", gpu)
+        return "sdpa" if gpu else None
+    return attn
+
+
+def trl_config(config: CriticGRPOConfig, world: int | None = None) -> Any:
     """Our config -> ``trl.GRPOConfig`` (TRL's own reporting off; our callback logs to MLflow)."""
+    import torch
     from trl import GRPOConfig
 
-    bf16 = _use_bf16(config)
-    return GRPOConfig(
-        output_dir=str(Path(config.out_dir) / "checkpoints"),
-        num_generations=config.num_generations,
-        max_completion_length=config.max_completion_length,
-        temperature=config.temperature,
-        top_p=config.top_p,
-        beta=config.beta,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler_type,
-        warmup_steps=config.warmup,
-        loss_type=config.loss_type,
-        scale_rewards=config.scale_rewards,
-        epsilon=config.epsilon,
-        num_iterations=config.num_iterations,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        bf16=bf16,
-        fp16=False,
-        gradient_checkpointing=config.gradient_checkpointing,
-        use_vllm=config.use_vllm,
-        vllm_mode=config.vllm_mode,
-        vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
-        vllm_tensor_parallel_size=config.vllm_tensor_parallel_size,
-        deepspeed=_deepspeed(config),
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        logging_steps=config.logging_steps,
-        seed=config.seed,
-        report_to="none",
-        trust_remote_code=config.trust_remote_code,
-        model_init_kwargs={"dtype": "bfloat16" if bf16 else "float32", "use_safetensors": True},
-        disable_tqdm=False,
-    )
+    from deepcritic.launch import join_deepspeed
+
+    configured = join_deepspeed(bool(config.deepspeed))
+    world = int(os.environ.get("WORLD_SIZE", "1")) if world is None else world
+    kwargs = trainer_arguments(config, world, torch.cuda.is_available())
+    if configured:
+        kwargs["accelerator_config"] = {"use_configured_state": True}
+    return GRPOConfig(**kwargs)
 
 
 class _TrackingCallback:
@@ -370,7 +386,9 @@ def run(config: CriticGRPOConfig) -> CriticGRPOResult:
     counts["read"], counts["invalid"] = report.read, report.skipped
     resume = last_checkpoint(config)
     curve: list[float] = []
-    with tracking.stage_run("grpo", config, tracking_uri=config.tracking_uri) as tracker:
+    main = int(os.environ.get("RANK", "0")) == 0  # one MLflow run per stage, from rank 0
+    uri = config.tracking_uri if main else "off"
+    with tracking.stage_run("grpo", config, tracking_uri=uri) as tracker:
         tracker.log_metrics({f"data.{k}": v for k, v in counts.items()})
         trainer = GRPOTrainer(
             model=path,
@@ -380,6 +398,7 @@ def run(config: CriticGRPOConfig) -> CriticGRPOResult:
             processing_class=tokenizer,
             callbacks=[_TrackingCallback.make(tracker, curve)],
         )
+        tracker.log_params(_run_params(trainer))
         if resume:
             log.info("resuming GRPO from %s", resume)
         start = time.perf_counter()
@@ -402,7 +421,42 @@ def run(config: CriticGRPOConfig) -> CriticGRPOResult:
         tracker.log_metrics({"seconds_per_step": result.seconds_per_step, "train_seconds": seconds})
         tracker.log_dict({"reward_curve": curve}, "grpo/reward_curve.json")
         tracker.set_tags({"deepcritic.checkpoint": result.checkpoint})
+    if trainer.accelerator.is_main_process:
+        write_result(result, config.out_dir)
     return result
+
+
+RESULT_FILE = "result.json"
+
+
+def write_result(result: CriticGRPOResult, out_dir: str) -> Path:
+    """``out_dir/result.json``: what a launcher that did not train (a TrainJob's) reports."""
+    path = Path(out_dir) / RESULT_FILE
+    path.write_text(json.dumps(asdict(result), indent=1), encoding="utf-8")
+    return path
+
+
+def read_result(out_dir: str) -> CriticGRPOResult:
+    path = Path(out_dir) / RESULT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the GRPO run left no result (did it finish?)")
+    return CriticGRPOResult(**json.loads(path.read_text(encoding="utf-8")))
+
+
+def _run_params(trainer: Any) -> dict[str, Any]:
+    """How the run was really laid out (world size, ZeRO stage, completions per step)."""
+    from deepcritic.launch import zero_stage
+
+    args = trainer.args
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    return {
+        "world_size": args.world_size,
+        "zero_stage": zero_stage(plugin.deepspeed_config if plugin else None),
+        "completions_per_step": args.world_size
+        * args.per_device_train_batch_size
+        * args.gradient_accumulation_steps,
+        "attn_implementation_used": str(trainer.model.config._attn_implementation),
+    }
 
 
 def _checkpoint_step(checkpoint: str | None) -> int:

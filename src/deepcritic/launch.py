@@ -12,11 +12,19 @@
   Topology comes from the job's env: ``PET_NNODES``, ``PET_NODE_RANK``, ``PET_MASTER_ADDR``,
   ``PET_MASTER_PORT``, ``PET_NPROC_PER_NODE`` (Kubeflow Trainer torch runtime), else ``NNODES``,
   ``NODE_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``; GPUs per node default to the visible count.
+  :func:`trainer_command` is the command a TrainJob runs on every node.
+
+DeepSpeed lives in the *stage* config (``deepspeed: zero3``, see :data:`DEEPSPEED_PRESETS`), so
+ZeRO-3 holds in every launcher: accelerate, torchrun, or one in-process rank. Each rank calls
+:func:`join_deepspeed` before building its trainer arguments: a lone process gets single-rank
+rendezvous env, and on CPU (the rehearsal) the ranks join DeepSpeed over gloo.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import logging
 import os
 import subprocess
@@ -25,10 +33,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ACCELERATE_CONFIG = "zero3.yaml"
+STAGES = ("sft", "grpo")  # the stages a TrainJob runs
 LAUNCH_FLAGS = ("--launcher", "--accelerate-config")
 # set by accelerate/torchrun in every rank: we are already launched
 _LAUNCHED_ENV = ("ACCELERATE_PROCESS_ID", "LOCAL_RANK")
@@ -162,6 +172,110 @@ def relaunch(stage: str, accelerate_config: str | None, argv: Sequence[str] | No
     return subprocess.run(cmd, check=False).returncode
 
 
+# DeepSpeed configs by name ("auto" values are filled by transformers from the trainer arguments).
+# bf16 under ZeRO: bf16 weights and gradients for compute, fp32 master weights and Adam states in
+# the optimizer partitions (DeepSpeed keeps them whenever bf16 is enabled).
+_ZERO3: dict[str, Any] = {
+    "stage": 3,  # paper: ZeRO-3
+    "overlap_comm": True,
+    "contiguous_gradients": True,
+    "reduce_bucket_size": "auto",
+    "stage3_prefetch_bucket_size": "auto",
+    "stage3_param_persistence_threshold": "auto",
+    "stage3_gather_16bit_weights_on_model_save": True,  # final checkpoint: one plain state dict
+}
+_COMMON: dict[str, Any] = {
+    "bf16": {"enabled": "auto"},
+    "train_micro_batch_size_per_gpu": "auto",
+    "gradient_accumulation_steps": "auto",
+    "train_batch_size": "auto",
+    "gradient_clipping": "auto",
+}
+_OFFLOAD = {"device": "cpu", "pin_memory": True}
+DEEPSPEED_PRESETS: dict[str, dict[str, Any]] = {
+    "zero2": {**_COMMON, "zero_optimization": {"stage": 2, "overlap_comm": True,
+                                               "contiguous_gradients": True}},
+    "zero3": {**_COMMON, "zero_optimization": _ZERO3},
+    "zero3_offload": {**_COMMON, "zero_optimization": {**_ZERO3, "offload_optimizer": _OFFLOAD,
+                                                       "offload_param": _OFFLOAD}},
+}  # fmt: skip
+
+
+def deepspeed_config(name: str | None) -> dict[str, Any] | None:
+    """The DeepSpeed config dict for a preset name or a JSON file; None when ``name`` is empty."""
+    if not name:
+        return None
+    if name in DEEPSPEED_PRESETS:
+        return copy.deepcopy(DEEPSPEED_PRESETS[name])
+    path = Path(name)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"deepspeed: {name!r} is neither a preset ({', '.join(DEEPSPEED_PRESETS)}) nor a file"
+        )
+    loaded = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(loaded, dict):
+        raise ValueError(f"deepspeed: {path} must hold a JSON object")
+    return loaded
+
+
+def zero_stage(ds: Mapping[str, Any] | None) -> int:
+    """The ZeRO stage of a DeepSpeed config (0 without DeepSpeed)."""
+    return int(((ds or {}).get("zero_optimization") or {}).get("stage", 0))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def join_deepspeed(enabled: bool) -> bool:
+    """Prepare this rank to join DeepSpeed; True when the trainer must reuse the state made here.
+
+    A lone process (no launcher: no ``LOCAL_RANK``) gets single-rank rendezvous env, so DeepSpeed
+    initializes exactly as under a launcher. On CPU (the rehearsal), transformers would set up
+    plain gloo DDP and drop DeepSpeed, so the ranks join DeepSpeed over gloo here, and the trainer
+    arguments must then say ``accelerator_config.use_configured_state``.
+    """
+    if not enabled:
+        return False
+    # the stage's own DeepSpeed config wins over the ZeRO fields of the accelerate config file
+    # (accelerate refuses to run with both; its launch exports the field names here)
+    if os.environ.pop("ACCELERATE_CONFIG_DS_FIELDS", None):
+        log.info("DeepSpeed settings come from the stage config, not the accelerate config")
+    if "LOCAL_RANK" not in os.environ:
+        single = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
+                  "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}  # fmt: skip
+        for key, value in single.items():
+            os.environ.setdefault(key, value)
+    if visible_gpus() > 0:
+        return False  # transformers joins DeepSpeed (NCCL) itself
+    from accelerate import PartialState
+
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+    state = PartialState(backend="gloo")
+    log.info("joined DeepSpeed on CPU over gloo: rank %d of %d", state.process_index,
+             state.num_processes)  # fmt: skip
+    return True
+
+
+def trainer_command(
+    stage: str, config_file: str, accelerate_config: str | None = None
+) -> list[str]:
+    """What every node of a TrainJob runs: this module, under ``accelerate launch`` with ZeRO-3.
+
+    Topology comes from the Trainer's ``PET_*`` env on each node; never plain ``torchrun`` of the
+    CLI (a rank with ``LOCAL_RANK`` set never re-launches, so it would run without ZeRO-3 there).
+    """
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    return ["python", "-m", "deepcritic.launch", "--launcher", "accelerate",
+            "--accelerate-config", accelerate_config or DEFAULT_ACCELERATE_CONFIG,
+            stage, "--config", config_file]  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m deepcritic.launch",
@@ -172,6 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("stage", help="a deepcritic subcommand, e.g. sft or grpo")
     parser.add_argument("stage_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     stage_args = strip_launch_flags(args.stage_args)
     if should_launch(args.launcher):
         config = accelerate_config_path(args.accelerate_config)

@@ -3,9 +3,9 @@
 :func:`stage_config` builds a stage config from a preset (``configs/<stage>.<preset>.yaml``) plus
 ``key=value`` overrides; :func:`pipeline_arguments` reads a pipeline profile
 (``configs/pipeline.<profile>.yaml``); :func:`ensure_parent_run` finds or creates the pipeline's
-parent MLflow run; :func:`trainjob_manifest` / :func:`launch_trainjob` run SFT/GRPO as a Kubeflow
-Trainer TrainJob on a cluster. The cluster side (run volume, Kubernetes objects, the
-InferenceService rollout) is :mod:`deepcritic.platform`.
+parent MLflow run. SFT/GRPO run as Kubeflow Trainer TrainJobs through
+:mod:`deepcritic.platform.trainjob`; the rest of the cluster side (run volume, Kubernetes objects,
+the InferenceService rollout) is :mod:`deepcritic.platform`.
 The local end-to-end run itself is ``pipelines/run_local.py``.
 """
 
@@ -93,54 +93,6 @@ def ensure_parent_run(pipeline: str = "deepcritic") -> str | None:
 def write_json(path: str, obj: Any) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(obj, indent=1, default=str), encoding="utf-8")
-
-
-def trainjob_manifest(
-    name: str, stage: str, config_yaml: str, *, image: str, runtime: str = "deepcritic-deepspeed",
-    num_nodes: int = 1, gpus_per_node: int = 8,
-) -> dict[str, Any]:  # fmt: skip
-    """A Kubeflow Trainer v2 TrainJob running ``deepcritic <stage> --config <file>`` via torchrun."""
-    return {
-        "apiVersion": "trainer.kubeflow.org/v1alpha1",
-        "kind": "TrainJob",
-        "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "deepcritic"}},
-        "spec": {
-            "runtimeRef": {"name": runtime, "kind": "TrainingRuntime",
-                           "apiGroup": "trainer.kubeflow.org"},
-            "trainer": {
-                "image": image,
-                "numNodes": num_nodes,
-                "resourcesPerNode": {"limits": {"nvidia.com/gpu": str(gpus_per_node)}},
-                "command": ["bash", "-c"],
-                "args": [
-                    f"cat > /tmp/{stage}.yaml <<'EOF'\n{config_yaml}\nEOF\n"
-                    f"torchrun --nproc-per-node={gpus_per_node} -m deepcritic.cli {stage} "
-                    f"--config /tmp/{stage}.yaml"
-                ],
-            },
-        },
-    }  # fmt: skip
-
-
-def launch_trainjob(manifest: dict[str, Any], namespace: str, timeout_s: float = 7 * 86400) -> str:
-    """Create the TrainJob and wait for Complete/Failed (needs in-cluster credentials)."""
-    from kubernetes import client, config
-
-    config.load_incluster_config()
-    api = client.CustomObjectsApi()
-    group, version = manifest["apiVersion"].split("/")
-    name = manifest["metadata"]["name"]
-    api.create_namespaced_custom_object(group, version, namespace, "trainjobs", manifest)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        obj = api.get_namespaced_custom_object(group, version, namespace, "trainjobs", name)
-        for cond in obj.get("status", {}).get("conditions", []):
-            if cond.get("status") == "True" and cond.get("type") in ("Complete", "Failed"):
-                if cond["type"] == "Failed":
-                    raise RuntimeError(f"TrainJob {name} failed: {cond.get('message')}")
-                return name
-        time.sleep(30)
-    raise TimeoutError(f"TrainJob {name} did not finish in {timeout_s}s")
 
 
 # ---------------------------------------------------------------- the local run

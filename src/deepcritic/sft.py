@@ -6,8 +6,13 @@ assistant = deliberate critique). Each chat becomes a *conversational prompt-com
 assistant turn only (``completion_only_loss``) with the model's own chat template; this works for
 any template, with or without ``{% generation %}`` markers.
 
-GPU: bf16, gradient checkpointing, optional padding-free/packing, multi-GPU / multi-node with
-DeepSpeed ZeRO-3 via ``accelerate launch`` (see :mod:`deepcritic.launch`). CPU: in-process, fp32.
+GPU: bf16 compute with fp32 master weights (DeepSpeed keeps them under ZeRO; without DeepSpeed the
+weights load in fp32 and run under bf16 autocast), gradient checkpointing, flash attention with
+padding-free batches when the image has ``flash_attn`` (else SDPA, padded, with a warning).
+``deepspeed: zero3`` puts ZeRO-3 in the trainer arguments themselves, so it holds under every
+launcher (accelerate, torchrun, one in-process rank; see :mod:`deepcritic.launch`); CPU: fp32.
+The effective batch (``effective_batch_size``, paper: 64) is the same for every world size: the
+micro-batch and gradient accumulation are derived from it (:func:`batch_plan`).
 Resumes from the last checkpoint in ``out_dir/checkpoints``; saves a plain HF checkpoint
 (safetensors + tokenizer) in ``out_dir/final``.
 """
@@ -18,9 +23,8 @@ import argparse
 import hashlib
 import json
 import logging
-import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -50,7 +54,7 @@ class CriticSFTConfig:
     warmup_ratio: float = 0.1  # paper: 0.1
     num_train_epochs: float = 3.0  # paper: 3 epochs
     effective_batch_size: int = 64  # paper: 64 = per_device x grad_accum x world_size
-    per_device_batch_size: int = 1
+    per_device_batch_size: int = 1  # an upper bound: lowered to divide effective / world
     max_length: int = 16384  # paper: 16384
     max_steps: int = -1  # > 0 overrides epochs (tests, smoke runs)
     gradient_checkpointing: bool = True
@@ -58,6 +62,7 @@ class CriticSFTConfig:
     packing: bool = False  # BFD packing (implies padding-free; needs flash attention on GPU)
     padding_free: bool = False  # needs flash attention
     attn_implementation: str | None = None  # e.g. flash_attention_2 on GPU; None = model default
+    deepspeed: str | None = None  # zero3 | zero3_offload | zero2 | a JSON file (paper: ZeRO-3)
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     logging_steps: int = 1
@@ -137,69 +142,130 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def grad_accum_steps(config: CriticSFTConfig, world: int) -> int:
-    """Gradient accumulation that reaches ``effective_batch_size`` (rounded up, with a warning)."""
-    per_step = config.per_device_batch_size * world
-    steps = max(1, math.ceil(config.effective_batch_size / per_step))
-    if steps * per_step != config.effective_batch_size:
-        log.warning(
-            "effective batch %d is not a multiple of %d (per device x world); using %d",
-            config.effective_batch_size,
-            per_step,
-            steps * per_step,
+@dataclass(frozen=True)
+class BatchPlan:
+    """How ``effective_batch_size`` examples per optimizer step split over the ranks."""
+
+    world: int
+    per_device: int
+    accumulation: int
+
+    @property
+    def effective(self) -> int:
+        return self.world * self.per_device * self.accumulation
+
+
+def batch_plan(config: CriticSFTConfig, world: int) -> BatchPlan:
+    """The largest micro-batch <= ``per_device_batch_size`` that divides the per-rank share.
+
+    The effective batch is exact for every world size that divides it (8 GPUs: 2 x 4 x 8; 16 GPUs:
+    2 x 2 x 16; one GPU: 2 x 32); any other world size is refused rather than silently changing
+    the paper's batch.
+    """
+    if world < 1:
+        raise ValueError(f"world size must be >= 1, got {world}")
+    if config.effective_batch_size % world:
+        raise ValueError(
+            f"effective_batch_size={config.effective_batch_size} is not divisible by the world "
+            f"size {world} (GPUs x nodes): choose a world size that divides it"
         )
-    return steps
+    share = config.effective_batch_size // world
+    per_device = max(d for d in range(1, min(config.per_device_batch_size, share) + 1)
+                     if share % d == 0)  # fmt: skip
+    if per_device != config.per_device_batch_size:
+        log.info("per-device batch %d -> %d (divides %d per rank)",
+                 config.per_device_batch_size, per_device, share)  # fmt: skip
+    return BatchPlan(world=world, per_device=per_device, accumulation=share // per_device)
 
 
-def use_bf16(config: CriticSFTConfig) -> bool:
-    import torch
+def use_bf16(config: CriticSFTConfig, gpu: bool | None = None) -> bool:
+    if gpu is None:
+        import torch
 
+        gpu = torch.cuda.is_available()
     if config.precision == "auto":
-        return torch.cuda.is_available()
-    if config.precision == "bf16" and not torch.cuda.is_available():
+        return gpu
+    if config.precision == "bf16" and not gpu:
         raise ValueError("precision: bf16 needs a GPU here; use auto or fp32 on CPU")
     return config.precision == "bf16"
 
 
-def trl_args(config: CriticSFTConfig, world: int) -> Any:
+def attention(config: CriticSFTConfig, gpu: bool) -> tuple[str | None, bool, bool]:
+    """(attn_implementation, padding_free, packing) this machine can run.
+
+    Flash attention (and the padding-free / packed batches that need it) only with a GPU and the
+    ``flash_attn`` package; otherwise SDPA with padded batches, and a warning.
+    """
+    wants_flash = (config.attn_implementation or "").startswith("flash_attention")
+    needs_flash = wants_flash or config.padding_free or config.packing
+    if not needs_flash:
+        return config.attn_implementation, False, False
+    import importlib.util
+
+    if gpu and importlib.util.find_spec("flash_attn") is not None:
+        attn = config.attn_implementation if wants_flash else "flash_attention_2"
+        return attn, config.padding_free or config.packing, config.packing
+    log.warning("flash attention unavailable here (GPU: %s): SDPA with padded batches", gpu)
+    return ("sdpa" if gpu else None), False, False
+
+
+def trainer_arguments(config: CriticSFTConfig, world: int, gpu: bool) -> dict[str, Any]:
+    """The keyword arguments of TRL's ``SFTConfig`` for this world size (pure: no torch, no TRL)."""
+    from deepcritic.launch import deepspeed_config
+
+    plan = batch_plan(config, world)
+    _, padding_free, packing = attention(config, gpu)
+    return {
+        "output_dir": str(Path(config.out_dir) / "checkpoints"),
+        "learning_rate": config.learning_rate,
+        "lr_scheduler_type": config.lr_scheduler_type,
+        "warmup_steps": config.warmup_ratio,  # a float in [0, 1) is a ratio in transformers 5
+        "num_train_epochs": config.num_train_epochs,
+        "max_steps": config.max_steps,
+        "per_device_train_batch_size": plan.per_device,
+        "gradient_accumulation_steps": plan.accumulation,
+        "max_length": config.max_length,
+        "completion_only_loss": True,  # loss on the assistant turn only
+        "packing": packing,
+        "padding_free": padding_free,
+        # transformers 5 name, and TRL's own (deprecated) alias set alike, so neither warns
+        "activation_checkpointing": config.gradient_checkpointing,
+        "activation_checkpointing_kwargs": {"use_reentrant": False},
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "gradient_checkpointing_kwargs": {"use_reentrant": False},
+        "bf16": use_bf16(config, gpu),
+        "deepspeed": deepspeed_config(config.deepspeed),
+        "use_cpu": not gpu and not config.deepspeed,  # DeepSpeed on CPU: see launch.join_deepspeed
+        "weight_decay": config.weight_decay,
+        "max_grad_norm": config.max_grad_norm,
+        "logging_steps": config.logging_steps,
+        "save_strategy": "steps",
+        "save_steps": config.save_steps,
+        "save_total_limit": config.save_total_limit,
+        "seed": config.seed,
+        "dataloader_num_workers": config.dataloader_num_workers,
+        "report_to": "none",  # metrics go through deepcritic.tracking (one run per stage)
+        "trust_remote_code": config.trust_remote_code,
+    }
+
+
+def trl_args(config: CriticSFTConfig, world: int | None = None) -> Any:
     """TRL ``SFTConfig`` from ours (built before the model, so ZeRO-3 init sees it)."""
     import torch
     from trl import SFTConfig
 
-    return SFTConfig(
-        output_dir=str(Path(config.out_dir) / "checkpoints"),
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler_type,
-        warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a ratio in transformers 5
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_batch_size,
-        gradient_accumulation_steps=grad_accum_steps(config, world),
-        max_length=config.max_length,
-        completion_only_loss=True,  # loss on the assistant turn only
-        packing=config.packing,
-        padding_free=config.padding_free,
-        # transformers 5 name, and TRL's own (deprecated) alias set alike, so neither warns
-        activation_checkpointing=config.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False},
-        gradient_checkpointing=config.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
-        bf16=use_bf16(config),
-        use_cpu=not torch.cuda.is_available(),
-        weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm,
-        logging_steps=config.logging_steps,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        seed=config.seed,
-        dataloader_num_workers=config.dataloader_num_workers,
-        report_to="none",  # metrics go through deepcritic.tracking (one run per stage)
-        trust_remote_code=config.trust_remote_code,
-    )
+    from deepcritic.launch import join_deepspeed
+
+    configured = join_deepspeed(bool(config.deepspeed))
+    kwargs = trainer_arguments(config, world_size() if world is None else world,
+                               torch.cuda.is_available())  # fmt: skip
+    if configured:
+        kwargs["accelerator_config"] = {"use_configured_state": True}
+    return SFTConfig(**kwargs)
 
 
 def load_model_and_tokenizer(config: CriticSFTConfig, bf16: bool) -> tuple[Any, Any]:
+    """Weights in bf16 only under DeepSpeed (which keeps fp32 masters); else fp32 (+ autocast)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -208,11 +274,12 @@ def load_model_and_tokenizer(config: CriticSFTConfig, bf16: bool) -> tuple[Any, 
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     kwargs: dict[str, Any] = {}
-    if config.attn_implementation:
-        kwargs["attn_implementation"] = config.attn_implementation
+    attn, _, _ = attention(config, torch.cuda.is_available())
+    if attn:
+        kwargs["attn_implementation"] = attn
     model = AutoModelForCausalLM.from_pretrained(
         path,
-        dtype=torch.bfloat16 if bf16 else torch.float32,
+        dtype=torch.bfloat16 if bf16 and config.deepspeed else torch.float32,
         use_safetensors=True,
         trust_remote_code=config.trust_remote_code,
         **kwargs,
@@ -244,7 +311,7 @@ def build_trainer(
     from datasets import Dataset
     from trl import SFTTrainer
 
-    args = trl_args(config, world_size())
+    args = trl_args(config)
     model, tok = load_model_and_tokenizer(config, bool(args.bf16))
     trainer = SFTTrainer(
         model=model,
@@ -288,7 +355,7 @@ def run(config: CriticSFTConfig) -> CriticSFTResult:
             tok.save_pretrained(str(final))
             (final / "training_args.bin").unlink(missing_ok=True)  # a pickle: not in a plain ckpt
         _log_summary(t, trainer, final, config.model, float(output.training_loss))
-    return CriticSFTResult(
+    result = CriticSFTResult(
         checkpoint=str(final),
         train_loss=float(output.training_loss),
         global_step=int(trainer.state.global_step),
@@ -298,18 +365,50 @@ def run(config: CriticSFTConfig) -> CriticSFTResult:
         resumed_from=resume,
         run_id=t.run_id,
     )
+    if trainer.is_world_process_zero():
+        write_result(result, config.out_dir)
+    return result
+
+
+RESULT_FILE = "result.json"
+
+
+def write_result(result: CriticSFTResult, out_dir: str) -> Path:
+    """``out_dir/result.json``: what a launcher that did not train (a TrainJob's) reports."""
+    path = Path(out_dir) / RESULT_FILE
+    path.write_text(json.dumps(asdict(result), indent=1), encoding="utf-8")
+    return path
+
+
+def read_result(out_dir: str) -> CriticSFTResult:
+    path = Path(out_dir) / RESULT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the SFT run left no result (did it finish?)")
+    return CriticSFTResult(**json.loads(path.read_text(encoding="utf-8")))
 
 
 def _extra_params(trainer: Any, digest: str, examples: int, resume: str | None) -> dict[str, Any]:
+    from deepcritic.launch import zero_stage
+
     args = trainer.args
+    ds_plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
     return {
         "data_sha256": digest,
         "data_examples": examples,
         "world_size": args.world_size,
+        "per_device_train_batch_size": args.per_device_train_batch_size,
         "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "effective_batch": args.world_size
+        * args.per_device_train_batch_size
+        * args.gradient_accumulation_steps,
+        "zero_stage": zero_stage(ds_plugin.deepspeed_config if ds_plugin else None),
+        "attn_implementation_used": str(trainer.model.config._attn_implementation),
+        "padding_free_used": args.padding_free,
         "bf16": args.bf16,
         "resumed_from": resume or "",
-        "model_parameters": sum(p.numel() for p in trainer.model.parameters()),
+        "model_parameters": sum(
+            getattr(p, "ds_numel", p.numel()) for p in trainer.model.parameters()
+        ),
     }
 
 

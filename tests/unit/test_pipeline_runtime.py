@@ -1,4 +1,4 @@
-"""deepcritic.runtime helpers the components use: stage configs, parent runs, TrainJob, KServe patch."""
+"""deepcritic.runtime helpers the components use: stage configs, parent runs, KServe patch."""
 
 from __future__ import annotations
 
@@ -39,11 +39,3 @@ def test_ensure_parent_run_uses_env_then_kfp_run_id(
     first = runtime.ensure_parent_run()
     monkeypatch.delenv("DEEPCRITIC_PARENT_RUN_ID")
     assert first and runtime.ensure_parent_run() == first  # later stages find the same parent
-
-
-def test_trainjob_manifest() -> None:
-    m = runtime.trainjob_manifest("sft-1", "sft", "model: x\n", image="img:1", num_nodes=2)
-    assert m["kind"] == "TrainJob" and m["spec"]["runtimeRef"]["name"] == "deepcritic-deepspeed"
-    assert m["spec"]["trainer"]["numNodes"] == 2 and m["spec"]["trainer"]["image"] == "img:1"
-    script = m["spec"]["trainer"]["args"][0]
-    assert "model: x" in script and "-m deepcritic.cli sft --config /tmp/sft.yaml" in script
