@@ -135,8 +135,6 @@ class LocalTopology:
             RUN_VOLUME_ENV: str(self.run_volume),
             RUN_ID_ENV: self.run_id,
             CLUSTER_ENV: f"local:{self.cluster.root}",
-            # converted local models are inputs like any other: cached on the run volume
-            "DEEPCRITIC_CACHE": str(self.run_volume / "cache" / "models"),
             "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
         }
 

@@ -38,11 +38,12 @@ def sft(
 
     ensure_parent_run()
     if launcher == "trainjob":
+        from deepcritic.models import resolve_model
         from deepcritic.platform import cluster, trainjob
-        from deepcritic.platform.storage import fetch, is_uri
 
-        # fetched once here, onto the run volume's cache, so the trainer pods find it in place
-        base_model = str(fetch(base_model)) if is_uri(base_model) else base_model
+        # resolved once here (a URI fetched, an alias built) onto the run volume's cache, so the
+        # trainer pods find it in place instead of racing to build it
+        base_model = resolve_model(base_model)
         folder = trainjob.stage_files("sft")
         on_volume = trainjob.put_on_volume(data.path, folder / "inputs" / "data")
         extra = [f"data={on_volume}", f"model={base_model}", f"out_dir={folder / 'out'}"]

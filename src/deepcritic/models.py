@@ -32,9 +32,15 @@ _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def cache_dir() -> Path:
-    """``$DEEPCRITIC_CACHE`` or ``~/.cache/deepcritic``."""
-    root = os.environ.get("DEEPCRITIC_CACHE") or Path.home() / ".cache" / "deepcritic"
-    return Path(root)
+    """``$DEEPCRITIC_CACHE``, else the run volume's model cache when one is mounted (every task and
+    trainer pod of a run shares it), else ``~/.cache/deepcritic``."""
+    if os.environ.get("DEEPCRITIC_CACHE"):
+        return Path(os.environ["DEEPCRITIC_CACHE"])
+    from deepcritic.platform import storage
+
+    if storage.has_run_volume():
+        return storage.run_volume() / "cache" / "models"
+    return Path.home() / ".cache" / "deepcritic"
 
 
 def _gguf_path() -> Path:

@@ -15,7 +15,6 @@ import importlib.resources
 import json
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any, TypeVar
 
