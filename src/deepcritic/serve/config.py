@@ -72,7 +72,9 @@ class ServeConfig:
     max_tokens: int = 4_096  # critiques are long: every step is re-derived before the verdict
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
-    openai_route: OpenAIRoute = "auto"  # auto = on with the vLLM backend (needs vllm installed)
+    # auto = on with the vLLM backend where KServe's OpenAI types import (kserve 0.21 needs
+    # vllm <= 0.28; the images' vllm 0.31 turns it off with a warning); on = fail if unavailable
+    openai_route: OpenAIRoute = "auto"
     enable_docs: bool = False
 
     def __post_init__(self) -> None:

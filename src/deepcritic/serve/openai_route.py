@@ -1,8 +1,9 @@
 """KServe's OpenAI-compatible chat route for the critic (``/openai/v1/chat/completions``).
 
 KServe registers its OpenAI endpoints when a served model is an ``OpenAIGenerativeModel``; its
-request/response types come from vLLM, so this module imports only where vLLM is installed (the
-serving image). Chat requests go through the same dynamic batcher as critique requests, so they
+request/response types come from vLLM, so this module imports only where vLLM is installed and
+has the module layout kserve expects (kserve 0.21: vllm <= 0.28). The images ship vllm 0.31, so
+there ``deepcritic.serve.server.build_model`` leaves this route off and says why. Chat requests go through the same dynamic batcher as critique requests, so they
 share batches and limits. Streaming is not offered (the critique is returned whole).
 """
 

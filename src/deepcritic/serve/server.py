@@ -2,7 +2,8 @@
 
 Routes (KServe's own): ``POST /v1/models/<name>:predict`` (v1), ``POST /v2/models/<name>/infer``
 (open inference protocol), ``GET /v1/models/<name>`` (readiness), ``GET /`` (liveness),
-``GET /metrics`` (Prometheus), and with the vLLM backend ``POST /openai/v1/chat/completions``.
+``GET /metrics`` (Prometheus), and with the vLLM backend ``POST /openai/v1/chat/completions``
+where KServe's OpenAI types import (not with the images' vLLM 0.31: :func:`openai_route_unavailable`).
 
 KServe's REST server binds 0.0.0.0 unconditionally; :class:`CriticServer` sets the uvicorn host
 from ``config.host`` before serving. Request bodies over ``limits.max_body_bytes`` get 413 before
@@ -182,12 +183,45 @@ def _critic_server_class() -> type:
     return CriticServer
 
 
-def build_model(config: ServeConfig) -> Any:
-    """The kserve model object (with KServe's OpenAI chat route when enabled)."""
-    if config.openai_enabled:
-        from deepcritic.serve.openai_route import CriticChatModel
+def openai_route_unavailable() -> str | None:
+    """Why KServe's OpenAI route cannot be served here, or None when it can.
 
-        return CriticChatModel(config)
+    KServe's OpenAI types are vLLM's: kserve 0.21 imports them from
+    ``vllm.entrypoints.openai.engine.protocol``, which vLLM dropped after 0.28 (kserve's own ``llm``
+    extra pins vllm 0.24). The images ship vLLM 0.31 (the newest TRL 1.16 accepts), so there the
+    route is off and the critique routes (v1, v2) are served.
+    """
+    try:
+        import kserve.protocol.rest.openai.types  # noqa: F401
+    except ImportError as e:
+        from importlib.metadata import PackageNotFoundError, version
+
+        def installed(name: str) -> str:
+            try:
+                return version(name)
+            except PackageNotFoundError:
+                return "not installed"
+
+        return (
+            f"KServe's OpenAI route needs vLLM's OpenAI protocol types ({e}); kserve "
+            f"{installed('kserve')} with vllm {installed('vllm')} does not provide them "
+            "(kserve 0.21 works with vllm <= 0.28). The critique routes (/v1, /v2) are served; "
+            "--openai-route off silences this"
+        )
+    return None
+
+
+def build_model(config: ServeConfig) -> Any:
+    """The kserve model object (with KServe's OpenAI chat route when enabled and available)."""
+    if config.openai_enabled:
+        reason = openai_route_unavailable()
+        if reason is None:
+            from deepcritic.serve.openai_route import CriticChatModel
+
+            return CriticChatModel(config)
+        if config.openai_route == "on":
+            raise ValueError(f"openai_route is 'on' but unavailable: {reason}")
+        log.warning("OpenAI route off: %s", reason)
     from deepcritic.serve.model import CriticModel
 
     return CriticModel(config)
