@@ -161,6 +161,22 @@ def use_bf16(config: CriticSFTConfig) -> bool:
     return config.precision == "bf16"
 
 
+def checkpointing_args(args_cls: Any, enabled: bool) -> dict[str, Any]:
+    """Gradient checkpointing (non-reentrant) under every name ``args_cls`` knows: transformers
+    >= 5.18 calls it ``activation_checkpointing`` and keeps the old name as an alias (setting both
+    keeps either from warning); 5.17, the images' version (vllm 0.31 needs < 5.18), has only
+    ``gradient_checkpointing``."""
+    fields = set(getattr(args_cls, "__dataclass_fields__", {}))
+    out: dict[str, Any] = {}
+    for name in ("activation_checkpointing", "gradient_checkpointing"):
+        if name in fields:
+            out[name] = enabled
+            out[f"{name}_kwargs"] = {"use_reentrant": False}
+    if not out:
+        raise TypeError(f"{args_cls.__name__} has no gradient/activation checkpointing field")
+    return out
+
+
 def trl_args(config: CriticSFTConfig, world: int) -> Any:
     """TRL ``SFTConfig`` from ours (built before the model, so ZeRO-3 init sees it)."""
     import torch
@@ -179,11 +195,7 @@ def trl_args(config: CriticSFTConfig, world: int) -> Any:
         completion_only_loss=True,  # loss on the assistant turn only
         packing=config.packing,
         padding_free=config.padding_free,
-        # transformers 5 name, and TRL's own (deprecated) alias set alike, so neither warns
-        activation_checkpointing=config.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False},
-        gradient_checkpointing=config.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
+        **checkpointing_args(SFTConfig, config.gradient_checkpointing),
         bf16=use_bf16(config),
         use_cpu=not torch.cuda.is_available(),
         weight_decay=config.weight_decay,
