@@ -291,3 +291,30 @@ def test_pin_bases_pins_external_froms_only() -> None:
     assert pin_bases(out, resolve) == out  # already pinned: untouched
     with pytest.raises(ValueError, match="not sha256"):
         pin_bases(text, lambda ref: "oops")
+
+
+# --- the image check's entry points -----------------------------------------------------------
+
+
+def test_image_check_covers_every_image_and_real_subcommands() -> None:
+    from deepcritic import image_check
+
+    assert (
+        set(image_check.COMMANDS) == set(image_check.IMPORTS) == set(IMAGES) == set(LOCKS) - {"ci"}
+    )
+    pytest.importorskip("torch")  # the CLI parser imports the stages
+    from deepcritic.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    known = set(sub.choices)  # type: ignore[arg-type]
+    for cmds in image_check.COMMANDS.values():
+        for cmd in cmds:
+            if cmd[0] == "deepcritic" and cmd[1] != "--help":
+                assert cmd[1] in known, cmd
+
+
+def test_image_check_rejects_unknown_images() -> None:
+    from deepcritic import image_check
+
+    with pytest.raises(SystemExit):
+        image_check.main(["--install", "nope"])

