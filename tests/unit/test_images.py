@@ -318,3 +318,19 @@ def test_image_check_rejects_unknown_images() -> None:
 
     with pytest.raises(SystemExit):
         image_check.main(["--install", "nope"])
+
+
+def test_entry_point_failure_names_the_command(tmp_path: Path) -> None:
+    """A command of the image that does not start fails the check, naming it."""
+    from deepcritic.image_check import CheckError, start_entry_points
+
+    bin_dir = tmp_path / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "python").symlink_to(sys.executable)
+    mlflow = bin_dir / "mlflow"
+    mlflow.write_text("#!/bin/sh\necho 'no module named mlflow.server' >&2\nexit 3\n")
+    mlflow.chmod(0o755)
+    with pytest.raises(
+        CheckError, match=r"mlflow: .*mlflow server --help failed:\nno module named"
+    ):
+        start_entry_points(bin_dir / "python", "mlflow")
