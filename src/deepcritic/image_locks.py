@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 PYTHON_VERSION = "3.11"  # the images' interpreter (python3.11 on Ubuntu 22.04 / python:3.11 slim)
@@ -47,7 +47,6 @@ class LockSpec:
     hashes: bool = True  # image locks are installed with --require-hashes
     build_path: str = ""  # CUDA_BUILT packages go here (sdist hashes), not into ``path``
     includes_project: bool = True  # the deepcritic wheel is installed on top (--no-deps)
-    extra_args: tuple[str, ...] = field(default=())
 
 
 CI = LockSpec(
@@ -167,7 +166,7 @@ def compile_args(
         override = tmp / "torch-cpu.txt"
         override.write_text(f"torch=={_torch_version(constraints)}+cpu\n", encoding="utf-8")
         args += ["--override", str(override), *torch_source_args(torch_source)]
-    return [*args, *spec.extra_args]
+    return args
 
 
 def _torch_version(constraints: Path | None) -> str:
