@@ -103,14 +103,11 @@ def build_images(
     return table
 
 
-def _from_environment() -> dict[str, Image]:
-    data = settings()
-    registry = os.environ.get(REGISTRY_ENV) or data["registry"]
-    version = os.environ.get(VERSION_ENV) or data["version"]
-    return build_images(registry, version, data.get("digests", {}))
-
-
-IMAGES: dict[str, Image] = _from_environment()
+_SETTINGS = settings()
+# The effective setting (environment over images.json), as the pipeline sees it.
+REGISTRY: str = os.environ.get(REGISTRY_ENV) or _SETTINGS["registry"]
+VERSION: str = os.environ.get(VERSION_ENV) or _SETTINGS["version"]
+IMAGES: dict[str, Image] = build_images(REGISTRY, VERSION, _SETTINGS.get("digests", {}))
 
 
 def image(name: str) -> str:

@@ -256,10 +256,13 @@ def test_registry_and_version_setting_and_recorded_digests() -> None:
 
 def test_environment_setting_reaches_the_table() -> None:
     env = {"DEEPCRITIC_IMAGE_REGISTRY": "registry.example/x", "DEEPCRITIC_IMAGE_VERSION": "9.9.9"}
-    code = "from deepcritic.images import image; print(image('train'))"
+    code = "from deepcritic.images import REGISTRY, image; print(image('train'), REGISTRY)"
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env},
                          capture_output=True, text=True, check=True)  # fmt: skip
-    assert out.stdout.strip() == f"registry.example/x/train:9.9.9{CUDA_SUFFIX}"
+    assert out.stdout.split() == [
+        f"registry.example/x/train:9.9.9{CUDA_SUFFIX}",
+        "registry.example/x",
+    ]
 
 
 def test_record_digests() -> None:
