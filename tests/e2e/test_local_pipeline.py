@@ -7,27 +7,45 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.e2e
-def test_local_tiny_pipeline_registers_and_promotes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _run_local(monkeypatch: pytest.MonkeyPatch) -> Any:
     import importlib.util
-
-    from mlflow import MlflowClient
 
     spec = importlib.util.spec_from_file_location("run_local", ROOT / "pipelines" / "run_local.py")
     assert spec is not None and spec.loader is not None
     run_local = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "run_local", run_local)  # dataclasses need the module
     spec.loader.exec_module(run_local)
-    LocalConfig, run, summary = run_local.LocalConfig, run_local.run, run_local.summary
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DEEPCRITIC_PARENT_RUN_ID", raising=False)
+    return run_local
 
+
+def _validate_audit(work: Path) -> set[str]:
+    """Every object the run sent to the (stand-in) API server is valid against its schema."""
+    from deepcritic.platform.cluster import LocalCluster
+    from support.k8s_schemas import validate
+
+    audit = LocalCluster(work / "cluster", controllers={}).audit_log()
+    for entry in audit:
+        validate({k: v for k, v in entry["object"].items() if k != "status"})
+    return {a["object"]["kind"] for a in audit}
+
+
+@pytest.mark.e2e
+def test_local_tiny_pipeline_registers_and_promotes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    run_local = _run_local(monkeypatch)
+    LocalConfig, run, summary = run_local.LocalConfig, run_local.run, run_local.summary
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("DEEPCRITIC_PARENT_RUN_ID", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -74,3 +92,37 @@ def test_local_tiny_pipeline_registers_and_promotes(
         validate({k: v for k, v in entry["object"].items() if k != "status"})
     text = summary(result)
     assert "@champion:         v1" in text and served["url"] in text
+
+
+@pytest.mark.e2e
+def test_cluster_rehearsal_trains_through_trainjobs_on_the_mc_branch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make rehearse`: SFT (1 node x 2 ranks) and GRPO (2 nodes x 1 rank) as TrainJobs under
+    ZeRO-3, run by the local Trainer stand-in from the exact objects the launcher submitted; RL data
+    from Monte Carlo annotation; the version it registers is deployed and answers."""
+    from mlflow import MlflowClient
+
+    run_local = _run_local(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    work = tmp_path / "work"
+    result = run_local.run(run_local.LocalConfig(
+        profile="tiny", pipeline=str(ROOT / "pipelines" / "deepcritic.yaml"),
+        work_dir=str(work), arguments=run_local.rehearsal_arguments()))  # fmt: skip
+    assert result.champion_version == "1"
+    kinds = _validate_audit(work)
+    assert {"TrainJob", "InferenceService", "PersistentVolumeClaim"} <= kinds
+    # the TrainJobs were deleted after success (the exit handler found nothing left)
+    assert not list((work / "cluster" / "objects" / "trainjob").glob("*.json"))
+    client = MlflowClient(result.store_uri, result.store_uri)
+    runs = client.search_runs([client.get_experiment_by_name("deepcritic").experiment_id],
+                              max_results=200)  # fmt: skip
+    by_stage = {r.data.tags.get("deepcritic.stage"): r for r in runs
+                if r.data.tags.get("mlflow.parentRunId") == result.parent_run_id}  # fmt: skip
+    assert {"mc", "sft", "grpo", "register"} <= set(by_stage)
+    sft = by_stage["sft"]
+    assert sft.data.params.get("zero_stage") == "3" and sft.data.params.get("world_size") == "2"
+    losses = client.get_metric_history(sft.info.run_id, "loss")
+    assert len(losses) >= 2  # a loss curve, logged by rank 0 of the TrainJob
+    served = run_local.deploy_output(result.pipeline_root)
+    assert served is not None and "first_error_step" in served["response"]
