@@ -89,7 +89,7 @@ def test_volume_env_and_credentials(tmp_path: Path) -> None:
     ref = env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"]
     assert ref == {
         "name": "mlflow-credentials",
-        "key": "MLFLOW_TRACKING_PASSWORD",
+        "key": "password",  # the Secret's keys are the pipeline's and the ServingRuntime's
         "optional": True,
     }
     (patch,) = m["spec"]["runtimePatches"]

@@ -190,7 +190,8 @@ class ContinuousBatcher:
                 k, v = row.kv[i]
                 layer.keys[r, :, width - k.shape[2] : width] = k[0]
                 layer.values[r, :, width - v.shape[2] : width] = v[0]
-            layer.cumulative_length.fill_(width)
+            length: Any = layer.cumulative_length  # a tensor in StaticLayer (typed int upstream)
+            length.fill_(width)
         return cache
 
     # ------------------------------------------------------------------- decode

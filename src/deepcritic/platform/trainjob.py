@@ -55,8 +55,9 @@ JOB_LABEL = "jobset.sigs.k8s.io/jobset-name"  # on every pod of the TrainJob's J
 MLFLOW_SECRET_ENV = "DEEPCRITIC_MLFLOW_SECRET"
 PASSED_ENV = ("KFP_RUN_ID", "MLFLOW_TRACKING_URI", "DEEPCRITIC_PARENT_RUN_ID",
               "MLFLOW_EXPERIMENT_NAME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")  # fmt: skip
-SECRET_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
-               "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")  # fmt: skip
+# env var <- key of the MLflow credentials Secret: the same keys the pipeline's tasks and the
+# ServingRuntime read from it (manifests/base/mlflow: username, password)
+SECRET_KEYS = {"MLFLOW_TRACKING_USERNAME": "username", "MLFLOW_TRACKING_PASSWORD": "password"}
 Stage = Literal["sft", "grpo"]
 _DNS = re.compile(r"[^a-z0-9-]+")
 _LABEL = re.compile(r"[^A-Za-z0-9._-]+")
@@ -138,9 +139,9 @@ def trainjob_env(spec: TrainJobSpec) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = [{"name": k, "value": str(v)} for k, v in sorted(env.items())]
     if spec.mlflow_secret:
         out += [
-            {"name": key, "valueFrom": {"secretKeyRef": {
+            {"name": var, "valueFrom": {"secretKeyRef": {
                 "name": spec.mlflow_secret, "key": key, "optional": True}}}
-            for key in SECRET_KEYS
+            for var, key in SECRET_KEYS.items()
         ]  # fmt: skip
     return out
 
