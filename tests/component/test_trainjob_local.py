@@ -95,6 +95,7 @@ def test_sft_trainjob_on_two_local_workers(
     assert model.config.num_hidden_layers == 2 and tok.eos_token == "<|im_end|>"
     assert Path(result.checkpoint).is_relative_to(run_volume)
     # the trainer (rank 0) logged the run: ZeRO-3 over 2 ranks and a loss curve of 4 steps
+    mlflow.set_tracking_uri(local_mlflow)  # not whatever an earlier test left set in-process
     (run,) = mlflow.search_runs(experiment_names=["deepcritic"], output_format="list")
     params = run.data.params
     assert (params["zero_stage"], params["world_size"], params["effective_batch"]) == (
@@ -134,6 +135,7 @@ def test_grpo_trainjob_on_two_local_workers(
     model, _ = load_causal_lm(result.checkpoint, device="cpu")
     assert model.config.num_hidden_layers == 2
     assert read_result(cfg.out_dir).steps == 2
+    mlflow.set_tracking_uri(local_mlflow)  # not whatever an earlier test left set in-process
     (run,) = mlflow.search_runs(experiment_names=["deepcritic"], output_format="list")
     params = run.data.params
     assert (params["zero_stage"], params["world_size"], params["completions_per_step"]) == (

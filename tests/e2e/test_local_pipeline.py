@@ -122,7 +122,7 @@ def test_cluster_rehearsal_trains_through_trainjobs_on_the_mc_branch(
     assert {"mc", "sft", "grpo", "register"} <= set(by_stage)
     sft = by_stage["sft"]
     assert sft.data.params.get("zero_stage") == "3" and sft.data.params.get("world_size") == "2"
-    losses = client.get_metric_history(sft.info.run_id, "loss")
+    losses = client.get_metric_history(sft.info.run_id, "train.loss")
     assert len(losses) >= 2  # a loss curve, logged by rank 0 of the TrainJob
     served = run_local.deploy_output(result.pipeline_root)
     assert served is not None and "first_error_step" in served["response"]
