@@ -399,3 +399,19 @@ def test_tiny_model_over_http_matches_the_model_in_process(
     via_http = backend_for().generate(prompts, params)
     assert via_http == direct  # text, finish reason and token counts, for greedy decoding
     assert all(c.completion_tokens > 0 for g in via_http for c in g)
+
+
+def test_should_stop_sends_no_request_for_a_cancelled_prompt(
+    server: FakeOpenAIServer, backend_for: MakeBackend
+) -> None:
+    backend = backend_for(max_concurrency=1)
+    prompts = [_user(f"p{i}") for i in range(4)]
+
+    def should_stop(i: int) -> bool:  # prompt 2 goes away once two requests have been answered
+        return i == 2 and len(server.requests) >= 2
+
+    outs = backend.generate(prompts, SamplingParams(max_tokens=8), should_stop=should_stop)
+    asked = [r.body["messages"][-1]["content"] for r in server.requests]
+    assert asked == ["p0", "p1", "p3"]  # one worker, in order: p2 was never sent
+    assert [o[0].finish_reason for o in outs] == ["stop", "stop", "cancelled", "stop"]
+    assert outs[2][0].completion_tokens == 0 and outs[3][0].completion_tokens > 0

@@ -425,3 +425,49 @@ def test_disconnected_clients_work_is_cancelled(server: dict) -> None:
     while _cancelled(base)["generating"] == after["generating"] and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _cancelled(base)["generating"] == after["generating"] + 1
+
+
+def test_a_gone_clients_generation_stops_and_concurrent_clients_get_full_answers(
+    server: dict,
+) -> None:
+    """A client asks for 1024 tokens and disconnects while they generate: its row stops (far
+    fewer tokens are generated than asked), while two clients sent with it get every token."""
+    base, port = server["base"], server["port"]
+    long, full = 1024, 96
+    before_text, before = httpx.get(f"{base}/metrics").text, _cancelled(base)
+
+    async def go() -> tuple[list[httpx.Response], float]:
+        leave = asyncio.Event()
+        async with httpx.AsyncClient(base_url=base, timeout=120) as http:
+            gone = asyncio.ensure_future(_gone_client(port, {**GOOD, "max_tokens": long}, leave))
+            others = [
+                asyncio.ensure_future(http.post(f"/v1/models/{MODEL}:predict",
+                                                json={**GOOD, "max_tokens": full, "problem": p}))
+                for p in (PROBLEM, "What is 2 + 2?")
+            ]  # fmt: skip
+            await _until_depth(base, 3)
+            await asyncio.sleep(0.3)  # all three are generating
+            left = time.monotonic()
+            leave.set()
+            await gone
+            answers = list(await asyncio.gather(*others))
+            return answers, time.monotonic() - left
+
+    answers, seconds = asyncio.run(go())
+    for r in answers:
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["completion_tokens"] == full  # untouched by the cancellation
+    deadline = time.monotonic() + 15
+    while _cancelled(base)["generating"] == before["generating"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    after_text = httpx.get(f"{base}/metrics").text
+    assert _cancelled(base)["generating"] == before["generating"] + 1
+    assert _cancelled(base)["queued"] == before["queued"]
+    generated = _metric(after_text, "deepcritic_completion_tokens_total") - _metric(
+        before_text, "deepcritic_completion_tokens_total"
+    )
+    gone_tokens = generated - 2 * full
+    print(f"\ncancelled row: {gone_tokens:.0f} of {long} tokens generated; "
+          f"the others answered {seconds:.2f} s after the disconnect")  # fmt: skip
+    assert 0 < gone_tokens < long // 2, gone_tokens  # it stopped early (about 150-200 here)
+    assert _queue_depth(base) == 0

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from deepcritic.generation import Completion, GenerationStats, Prompt, SamplingParams
+from deepcritic.generation import Completion, GenerationStats, Prompt, SamplingParams, StopCheck
+from deepcritic.generation.base import accepts_should_stop
 from deepcritic.serve.batching import DynamicBatcher, ServerBusy
 from deepcritic.serve.config import BatchingConfig
 
@@ -176,3 +177,58 @@ def test_disabled_batching_skips_cancelled_prompts_too() -> None:
     asyncio.run(go())
     assert [n for n, _ in backend.calls] == [1]
     assert batcher.cancelled == {"queued": 3, "generating": 0}
+
+
+class SteppingBackend(RecordingBackend):
+    """Decodes ``max_tokens`` steps of 5 ms; asks ``should_stop`` about every row at each step."""
+
+    def __init__(self) -> None:
+        super().__init__(delay=0.0)
+        self.tokens: dict[str, int] = {}
+
+    def generate(  # type: ignore[override]
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams,
+        *,
+        desc: str | None = None,
+        should_stop: StopCheck | None = None,
+    ) -> list[list[Completion]]:
+        self.calls.append((len(prompts), params))
+        live = {i: 0 for i in range(len(prompts))}
+        for _ in range(params.max_tokens):
+            if not live:
+                break
+            time.sleep(0.005)
+            for i in list(live):
+                live[i] += 1
+                if should_stop is not None and should_stop(i):
+                    self.tokens[prompts[i][-1]["content"]] = live.pop(i)
+        for i, n in live.items():
+            self.tokens[prompts[i][-1]["content"]] = n
+        return [[Completion(p[-1]["content"], completion_tokens=1)] * params.n for p in prompts]
+
+
+def test_a_generating_prompt_of_a_cancelled_caller_is_stopped_the_others_finish() -> None:
+    backend = SteppingBackend()
+    batcher = DynamicBatcher(backend, BatchingConfig(max_batch_size=4, max_wait_ms=20))
+    params = SamplingParams(max_tokens=200)  # 1 s uncancelled
+
+    async def go() -> list[str]:
+        jobs = [asyncio.ensure_future(batcher.generate([_prompt(i)], params)) for i in range(3)]
+        await asyncio.sleep(0.15)  # all three are generating in one call
+        jobs[1].cancel()
+        outs = await asyncio.gather(jobs[0], jobs[2])
+        await batcher.aclose()
+        return [o[0][0].text for o in outs]
+
+    assert asyncio.run(go()) == ["0", "2"]
+    assert [n for n, _ in backend.calls] == [3]
+    assert backend.tokens["0"] == backend.tokens["2"] == 200
+    assert backend.tokens["1"] < 100, backend.tokens  # stopped mid-call, not run to the end
+    assert batcher.cancelled == {"queued": 0, "generating": 1}
+
+
+def test_should_stop_is_passed_only_to_backends_that_take_it() -> None:
+    assert accepts_should_stop(SteppingBackend())
+    assert not accepts_should_stop(RecordingBackend())  # called as before: no TypeError

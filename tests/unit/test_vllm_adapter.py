@@ -201,3 +201,71 @@ def test_choose_raises_instead_of_defaulting_when_guidance_is_not_applied(
         backend.choose([prompt, prompt], ["1}", "-1}"])
     assert backend.stats.extra["choose_unmatched"] == 2.0
     assert backend.stats.extra["choose_prompts"] == 2.0
+
+
+class FakeEngine:  # vllm LLMEngine: add_request / step / abort_request, one token per step
+    def __init__(self) -> None:
+        self.live: dict[str, tuple[str, dict[str, Any], int]] = {}
+        self.added: list[tuple[str, str]] = []
+        self.aborted: list[str] = []
+        self.steps = 0
+
+    def add_request(self, request_id: str, prompt: dict[str, str], params: Any) -> None:
+        self.added.append((request_id, prompt["prompt"]))
+        self.live[request_id] = (prompt["prompt"], params, 0)
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.live)
+
+    def abort_request(self, request_ids: list[str]) -> None:
+        self.aborted += request_ids
+        for r in request_ids:
+            del self.live[r]
+
+    def step(self) -> list[Any]:
+        self.steps += 1
+        outs = []
+        for r, (text, params, made) in list(self.live.items()):
+            self.live[r] = (text, params, made + 1)
+            if made + 1 == params["max_tokens"]:
+                del self.live[r]
+                samples = [FakeCompletionOutput(k, "x" * (made + 1), [0] * (made + 1), "length")
+                           for k in range(params["n"])]  # fmt: skip
+                outs.append(SimpleNamespace(request_id=r, finished=True, prompt_token_ids=[0] * 3,
+                                            outputs=samples))  # fmt: skip
+        return outs
+
+
+class FakeChatTokenizer:
+    def apply_chat_template(self, messages: list[Any], **kw: Any) -> str:
+        assert kw["tokenize"] is False
+        tail = "" if kw["continue_final_message"] else "<assistant>"
+        return "|".join(m["content"] for m in messages) + tail
+
+
+def test_should_stop_aborts_the_cancelled_requests_on_the_engine(
+    fake_vllm: ModuleType, tmp_path: Any
+) -> None:
+    backend = VLLMBackend(BackendConfig(kind="vllm", model=str(tmp_path)))
+    engine = FakeEngine()
+    backend._llm.llm_engine = engine
+    backend._llm.get_tokenizer = FakeChatTokenizer
+    user = [{"role": "user", "content": "q"}]
+    prompts = [user, [*user, {"role": "assistant", "content": "pre"}], user]
+
+    def should_stop(i: int) -> bool:  # prompt 1 goes away after 3 steps; prompt 2 before it starts
+        return i == 2 or (i == 1 and engine.steps >= 3)
+
+    outs = backend.generate(prompts, SamplingParams(n=2, max_tokens=40), should_stop=should_stop)
+    assert [(r, t) for r, t in engine.added] == [("deepcritic-0-0", "q<assistant>"),
+                                                 ("deepcritic-0-1", "q|pre")]  # fmt: skip
+    assert engine.aborted == ["deepcritic-0-1"] and engine.steps == 40
+    assert [c.finish_reason for c in outs[0]] == ["length", "length"]
+    assert outs[0][0].completion_tokens == 40
+    for group in outs[1:]:
+        assert [(c.finish_reason, c.completion_tokens) for c in group] == [("cancelled", 0)] * 2
+    assert llm_calls(backend) == 0  # LLM.chat (no abort) was not used
+
+
+def llm_calls(backend: VLLMBackend) -> int:
+    return len(backend._llm.calls)

@@ -16,6 +16,7 @@ from deepcritic.generation.base import (
     Message,
     Prompt,
     SamplingParams,
+    StopCheck,
     continues_assistant,
 )
 
@@ -75,6 +76,7 @@ __all__ = [
     "Message",
     "Prompt",
     "SamplingParams",
+    "StopCheck",
     "continues_assistant",
     "make_backend",
 ]

@@ -3,18 +3,27 @@
 A prompt is a list of chat messages. When its last message has role ``assistant``, the backend
 *continues* that message (prefill) instead of opening a new turn: Monte Carlo rollouts continue a
 step prefix, forced verdicts continue ``**Answer**: \\boxed{``.
+
+Cancellation: ``generate(..., should_stop=f)`` lets a caller (the server, for clients that went
+away) stop prompts that are already generating. The backend calls ``f(i)`` with the index of a
+prompt between decode steps (from the generate thread); once it is true, prompt ``i`` stops within
+about one step and its completions come back with ``finish_reason="cancelled"`` (the text and
+tokens generated until then). ``None`` (every batch stage) changes nothing.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 Message = dict[str, str]
 Prompt = list[Message]
-FinishReason = Literal["stop", "length", "error"]
+FinishReason = Literal["stop", "length", "error", "cancelled"]
+# should_stop(prompt index) -> True once that prompt's caller has gone: stop generating it
+StopCheck = Callable[[int], bool]
 
 _STOP_REASONS = frozenset({"stop", "eos", "end_turn", "stop_sequence", "tool_calls"})
 _LENGTH_REASONS = frozenset({"length", "max_tokens"})
@@ -86,9 +95,15 @@ class Backend(Protocol):
     stats: GenerationStats
 
     def generate(
-        self, prompts: Sequence[Prompt], params: SamplingParams, *, desc: str | None = None
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams,
+        *,
+        desc: str | None = None,
+        should_stop: StopCheck | None = None,
     ) -> list[list[Completion]]:
-        """Generate; ``desc`` (if set) labels a progress bar."""
+        """Generate; ``desc`` (if set) labels a progress bar; ``should_stop(i)`` true stops
+        prompt ``i`` early (its completions then end with ``finish_reason="cancelled"``)."""
         ...
 
     def choose(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[int]:
@@ -105,6 +120,23 @@ def continues_assistant(prompt: Prompt) -> bool:
 
 
 # ------------------------------------------------- helpers shared by the backends
+
+
+def accepts_should_stop(backend: object) -> bool:
+    """Whether ``backend.generate`` takes ``should_stop`` (a backend written before the hook, such
+    as a test double, is called without it: its prompts run to the end, as they always did)."""
+    try:
+        params = inspect.signature(backend.generate).parameters  # type: ignore[attr-defined]
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return "should_stop" in params or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
+    )
+
+
+def cancelled_completion(prompt_tokens: int = 0, text: str = "", tokens: int = 0) -> Completion:
+    """The completion of a prompt stopped by ``should_stop`` (what it generated until then)."""
+    return Completion(text, "cancelled", prompt_tokens, tokens)
 
 
 def finish_reason_from(raw: object) -> FinishReason:

@@ -11,6 +11,9 @@
   batched (:mod:`deepcritic.generation.continuous`): the prompts' common prefix is prefilled
   once, each prompt alone after it, and up to ``config.batch_size`` prompts decode together,
   a waiting prompt taking the place of each one that finishes.
+* ``generate(..., should_stop=f)``: on CPU a cancelled prompt leaves the continuous batch at the
+  next decode step (its slot goes to a waiting prompt); on GPU its rows stop (pad) at the next
+  step, and a batch whose prompts are all cancelled ends, or never starts.
 * ``choose`` scores every choice by its total log-likelihood after the prompt: the prompts' KV
   cache is filled once (on GPU one padded pass per batch, on CPU each prompt alone after the
   shared prefix) and reused for every choice's tokens.
@@ -32,6 +35,8 @@ from deepcritic.generation.base import (
     GenerationStats,
     Prompt,
     SamplingParams,
+    StopCheck,
+    cancelled_completion,
     continues_assistant,
 )
 from deepcritic.generation.continuous import ContinuousBatcher, left_pad
@@ -57,6 +62,28 @@ def _first_stop(text: str, stops: Sequence[str]) -> int:
     """Index of the earliest stop string in ``text``, or -1."""
     hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
     return min(hits) if hits else -1
+
+
+def _remap(should_stop: StopCheck, indices: Sequence[int]) -> StopCheck:
+    """``should_stop`` over a batch's positions: position ``j`` is prompt ``indices[j]``."""
+    return lambda j: should_stop(indices[j])
+
+
+class RowsCancelled:
+    """``generate`` stopping criterion (GPU batches): the rows of a cancelled prompt finish now
+    (they pad from here on); the call ends once every row has finished."""
+
+    def __init__(self, should_stop: StopCheck, per_prompt: int, prompts: int) -> None:
+        self.should_stop = should_stop
+        self.per_prompt = per_prompt
+        self.prompts = prompts
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        import torch
+
+        gone = [self.should_stop(p) for p in range(self.prompts)]
+        rows = [g for g in gone for _ in range(self.per_prompt)]
+        return torch.tensor(rows, dtype=torch.bool, device=input_ids.device)
 
 
 class HFBackend:
@@ -128,9 +155,16 @@ class HFBackend:
     # ------------------------------------------------------------- generation
 
     def generate(
-        self, prompts: Sequence[Prompt], params: SamplingParams, *, desc: str | None = None
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams,
+        *,
+        desc: str | None = None,
+        should_stop: StopCheck | None = None,
     ) -> list[list[Completion]]:
-        """``params.n`` completions per prompt, in the order of ``prompts``."""
+        """``params.n`` completions per prompt, in the order of ``prompts``; a prompt for which
+        ``should_stop(i)`` turns true stops at the next decode step (``finish_reason`` then
+        ``"cancelled"``)."""
         import torch
 
         start = time.perf_counter()
@@ -141,11 +175,12 @@ class HFBackend:
         results: list[list[Completion]] = [[] for _ in ids]
         with tqdm(total=len(ids), desc=desc, unit="prompt", disable=desc is None) as bar:
             if self._continuous(ids):
-                results = self._generate_continuous(ids, params, bar)
+                results = self._generate_continuous(ids, params, bar, should_stop)
             else:
                 batches = length_sorted_batches([len(s) for s in ids], self.config.batch_size)
                 for batch in batches:
-                    outs = self._generate_batch([ids[i] for i in batch], params)
+                    stop = None if should_stop is None else _remap(should_stop, batch)
+                    outs = self._generate_batch([ids[i] for i in batch], params, stop)
                     for i, group in zip(batch, outs, strict=True):
                         results[i] = group
                     bar.update(len(batch))
@@ -173,25 +208,36 @@ class HFBackend:
         return kwargs
 
     def _generate_batch(
-        self, seqs: Sequence[Sequence[int]], params: SamplingParams
+        self,
+        seqs: Sequence[Sequence[int]],
+        params: SamplingParams,
+        should_stop: StopCheck | None = None,
     ) -> list[list[Completion]]:
-        """One padded prefill and one ``generate`` call for the batch (GPU)."""
+        """One padded prefill and one ``generate`` call for the batch (GPU). A cancelled prompt's
+        rows stop at the next step; a batch whose prompts are all cancelled is not started."""
         import torch
+        from transformers import StoppingCriteriaList
 
+        stop = should_stop or (lambda p: False)
+        if should_stop is not None and all(stop(p) for p in range(len(seqs))):
+            return [[cancelled_completion(len(s))] * params.n for s in seqs]
+        per_prompt = 1 if params.greedy else params.n
+        kwargs = self._generate_kwargs(params)
+        if should_stop is not None:
+            rows = RowsCancelled(should_stop, per_prompt, len(seqs))
+            kwargs["stopping_criteria"] = StoppingCriteriaList([rows])
         input_ids, mask, positions = left_pad(seqs, self.pad_id, self.model.device)
         with torch.inference_mode():
             out = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=mask,
-                position_ids=positions,
-                **self._generate_kwargs(params),
+                input_ids=input_ids, attention_mask=mask, position_ids=positions, **kwargs
             )
         new = out[:, input_ids.shape[1] :].tolist()
-        per_prompt = 1 if params.greedy else params.n
         groups: list[list[Completion]] = []
         for p, seq in enumerate(seqs):
-            rows = new[p * per_prompt : (p + 1) * per_prompt]
-            done = [self._finish(row, len(seq), params) for row in rows]
+            done = [
+                self._finish(row, len(seq), params, cancelled=stop(p))
+                for row in new[p * per_prompt : (p + 1) * per_prompt]
+            ]
             groups.append(done * params.n if params.greedy else done)
         return groups
 
@@ -207,7 +253,11 @@ class HFBackend:
         )
 
     def _generate_continuous(
-        self, seqs: Sequence[Sequence[int]], params: SamplingParams, bar: Any
+        self,
+        seqs: Sequence[Sequence[int]],
+        params: SamplingParams,
+        bar: Any,
+        should_stop: StopCheck | None = None,
     ) -> list[list[Completion]]:
         from transformers import StopStringCriteria
 
@@ -227,11 +277,12 @@ class HFBackend:
             max_new_tokens=params.max_tokens,
             is_finished=lambda row: self._row_finished(row.generated, params),
             on_prompt_done=lambda _: bar.update(1),
+            should_stop=should_stop,
         )
         groups: list[list[Completion]] = []
         for p, seq in enumerate(seqs):
             done = [
-                self._finish(r.generated, len(seq), params)
+                self._finish(r.generated, len(seq), params, cancelled=r.cancelled)
                 for r in rows[p * copies : (p + 1) * copies]
             ]
             groups.append(done * params.n if params.greedy else done)
@@ -243,8 +294,17 @@ class HFBackend:
             return True
         return bool(params.stop) and _first_stop(self._decode(generated), params.stop) >= 0
 
-    def _finish(self, row: list[int], prompt_tokens: int, params: SamplingParams) -> Completion:
-        """Cut one generated row at EOS / the first stop string; count its real tokens."""
+    def _finish(
+        self, row: list[int], prompt_tokens: int, params: SamplingParams, cancelled: bool = False
+    ) -> Completion:
+        """Cut one generated row at EOS / the first stop string; count its real tokens. A
+        ``cancelled`` row keeps what it generated, with ``finish_reason="cancelled"``."""
+        done = self._cut(row, prompt_tokens, params)
+        if cancelled:
+            return cancelled_completion(prompt_tokens, done.text, done.completion_tokens)
+        return done
+
+    def _cut(self, row: list[int], prompt_tokens: int, params: SamplingParams) -> Completion:
         eos_at = next((i for i, t in enumerate(row) if t in self.eos_ids), -1)
         body = row if eos_at < 0 else row[:eos_at]
         if eos_at < 0 and self.pad_id not in self.eos_ids:  # rows that stopped early are padded

@@ -17,6 +17,9 @@ Requests go to ``{base_url}/chat/completions`` (the OpenAI chat completions API)
 * **Token counts**: ``usage.prompt_tokens`` goes on every completion of the request; with several
   choices per request ``usage.completion_tokens`` (a total) is split across them in proportion to
   their text length (largest remainder, so the sum is exact).
+* **should_stop**: a cancelled prompt's requests that have not been sent are never sent; one
+  already in flight (a blocking HTTP call) runs to its end. Either way its completions come back
+  with ``finish_reason="cancelled"``.
 * **choose()**: constrained decoding through vLLM's ``structured_outputs: {"choice": [...]}``
   (vLLM >= 0.11), else the older ``guided_choice`` (vLLM <= 0.11), else a prompt that asks for exactly
   one of the choices and matches the reply (:func:`match_choice`). The mode is probed once on the
@@ -46,6 +49,8 @@ from deepcritic.generation.base import (
     GenerationStats,
     Prompt,
     SamplingParams,
+    StopCheck,
+    cancelled_completion,
     check_prompts,
     continues_assistant,
     finish_reason_from,
@@ -317,9 +322,15 @@ class OpenAIBackend:
         return [(i, k, 1) for i in range(count) for k in range(params.n)]
 
     def generate(
-        self, prompts: Sequence[Prompt], params: SamplingParams, *, desc: str | None = None
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams,
+        *,
+        desc: str | None = None,
+        should_stop: StopCheck | None = None,
     ) -> list[list[Completion]]:
-        """``params.n`` completions per prompt, in prompt order; ``desc`` labels a progress bar."""
+        """``params.n`` completions per prompt, in prompt order; ``desc`` labels a progress bar;
+        a prompt for which ``should_stop(i)`` is true sends no more requests (module doc)."""
         items = check_prompts(prompts)
         start = time.perf_counter()
         slots: list[list[Completion | None]] = [[None] * params.n for _ in items]
@@ -350,11 +361,15 @@ class OpenAIBackend:
 
         def call(job: _Job) -> list[Completion]:
             i, k, n = job
+            if should_stop is not None and should_stop(i):
+                return [cancelled_completion()] * n
             return self._request(items[i], params, n, _seed_for(params.seed, k))
 
         with tqdm(total=len(items), desc=desc, unit="prompt", disable=desc is None) as bar:
             self._run_jobs(self._first_jobs(len(items), params), call, on_done)
         groups = [[c for c in group if c is not None] for group in slots]
+        if should_stop is not None:
+            groups = [_cancelled(g) if should_stop(i) else g for i, g in enumerate(groups)]
         self.stats.add(groups, time.perf_counter() - start)
         return groups
 
@@ -455,6 +470,11 @@ class OpenAIBackend:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _cancelled(group: list[Completion]) -> list[Completion]:
+    """A cancelled prompt's completions, with what they hold, marked ``cancelled``."""
+    return [cancelled_completion(c.prompt_tokens, c.text, c.completion_tokens) for c in group]
 
 
 def _seed_for(seed: int | None, k: int) -> int | None:

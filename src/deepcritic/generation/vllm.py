@@ -12,12 +12,21 @@ check without vLLM:
 * :func:`prefill_groups` splits prompts into those that continue an assistant prefill and those that
   open a new turn (``llm.chat`` takes one ``continue_final_message`` flag per call);
 * :func:`completions_from_vllm_output` maps a ``RequestOutput`` to :class:`Completion` objects.
+
+Cancellation (``generate(..., should_stop=f)``, the server): ``LLM.chat`` runs its requests to
+the end and has no abort, so with ``should_stop`` the backend drives the engine itself, as
+``LLM._run_engine`` does (``llm_engine.add_request`` / ``step`` / ``abort_request``): before every
+engine step the requests of cancelled prompts are aborted (vLLM frees their KV blocks and the
+others decode on). Prompts are rendered with the tokenizer's chat template as ``LLM.chat`` does.
+An aborted request returns no output: its completions are empty, ``finish_reason="cancelled"``.
+Without ``should_stop`` (every batch stage) ``LLM.chat`` is used, as before.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -29,6 +38,8 @@ from deepcritic.generation.base import (
     GenerationStats,
     Prompt,
     SamplingParams,
+    StopCheck,
+    cancelled_completion,
     check_prompts,
     continues_assistant,
     finish_reason_from,
@@ -140,6 +151,7 @@ class VLLMBackend:
         kwargs = engine_kwargs(config)
         log.info("starting vLLM %s engine: %s", getattr(vllm, "__version__", "?"), kwargs)
         self._llm: Any = vllm.LLM(**kwargs)
+        self._calls = itertools.count()  # request ids of the engine-driven (abortable) calls
 
     def _chat(
         self, prompts: list[Prompt], sampling: Any, *, progress: bool
@@ -164,16 +176,62 @@ class VLLMBackend:
                 results[i] = completions_from_vllm_output(output)
         return results
 
-    def generate(
-        self, prompts: Sequence[Prompt], params: SamplingParams, *, desc: str | None = None
+    def _run_abortable(
+        self, prompts: list[Prompt], sampling: Any, n: int, should_stop: StopCheck
     ) -> list[list[Completion]]:
-        """``params.n`` completions per prompt, in order; vLLM draws its own progress bar."""
+        """Run the prompts on the engine step by step, aborting those ``should_stop`` names."""
+        if self._llm is None:
+            raise RuntimeError("VLLMBackend is closed")
+        engine, tokenizer = self._llm.llm_engine, self._llm.get_tokenizer()
+        with contextlib.suppress(AttributeError):  # as LLM.chat: only the final output
+            sampling.output_kind = self._vllm.sampling_params.RequestOutputKind.FINAL_ONLY
+        call = next(self._calls)
+        owner: dict[str, int] = {}
+        for i, prompt in enumerate(prompts):
+            if should_stop(i):
+                continue
+            cont = continues_assistant(prompt)
+            text = tokenizer.apply_chat_template(
+                prompt, tokenize=False, add_generation_prompt=not cont, continue_final_message=cont
+            )
+            request_id = f"deepcritic-{call}-{i}"
+            engine.add_request(request_id, {"prompt": text}, sampling)
+            owner[request_id] = i
+        results: list[list[Completion]] = [[cancelled_completion()] * n for _ in prompts]
+        live = set(owner)
+        while live and engine.has_unfinished_requests():
+            gone = sorted(r for r in live if should_stop(owner[r]))
+            if gone:
+                engine.abort_request(gone)  # frees their KV blocks; the others decode on
+                live.difference_update(gone)
+            for output in engine.step() if live else ():
+                if output.finished and output.request_id in live:
+                    results[owner[output.request_id]] = completions_from_vllm_output(output)
+                    live.discard(output.request_id)
+        lost = sorted(owner[r] for r in live if not should_stop(owner[r]))
+        if lost:
+            raise RuntimeError(f"the vLLM engine finished without an output for prompts {lost}")
+        return results
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams,
+        *,
+        desc: str | None = None,
+        should_stop: StopCheck | None = None,
+    ) -> list[list[Completion]]:
+        """``params.n`` completions per prompt, in order; vLLM draws its own progress bar.
+        With ``should_stop``, a cancelled prompt's requests are aborted (module doc)."""
         items = check_prompts(prompts)
         start = time.perf_counter()
         if desc is not None:
             log.info("%s: %d prompts x %d samples on vLLM", desc, len(items), params.n)
         sampling = self._vllm.SamplingParams(**to_vllm_sampling_kwargs(params))
-        results = self._chat(items, sampling, progress=desc is not None)
+        if should_stop is None:
+            results = self._chat(items, sampling, progress=desc is not None)
+        else:
+            results = self._run_abortable(items, sampling, params.n, should_stop)
         self.stats.add(results, time.perf_counter() - start)
         return results
 

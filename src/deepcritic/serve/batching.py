@@ -14,21 +14,26 @@ generate call, still one at a time.
 Cancellation: when a caller is cancelled (the server cancels the request of a client that
 disconnected), its prompts that are still queued are dropped before they reach the model (they
 take no batch slot), and counted as ``queued``. A prompt whose generate call has already started
-cannot be stopped inside the backend (``Backend.generate`` has no per-row abort); its result is
-discarded when the call returns and it is counted as ``generating``.
+is counted as ``generating`` and flagged: the batcher passes ``should_stop`` (each row's flag) to
+``Backend.generate``, which stops that row at its next decode step (the HF backend frees its
+batch slot; see each backend for how soon), while the other rows of the call go on. Its partial
+result is discarded. A backend whose ``generate`` has no ``should_stop`` runs it to the end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from deepcritic.generation import Backend, Completion, Prompt, SamplingParams
+from deepcritic.generation.base import accepts_should_stop
 from deepcritic.serve.config import BatchingConfig
 
 log = logging.getLogger(__name__)
@@ -48,6 +53,8 @@ class _Item:
     future: asyncio.Future[list[Completion]]
     enqueued: float
     started: bool = False  # its generate call has begun
+    # set (on the event loop) when its caller has gone; read by the generate thread
+    gone: threading.Event = field(default_factory=threading.Event)
 
 
 class DynamicBatcher:
@@ -70,6 +77,7 @@ class DynamicBatcher:
         self._queue: asyncio.Queue[_Item] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._waiting = 0  # prompts submitted and not answered yet
+        self._stoppable = accepts_should_stop(backend)
 
     @property
     def waiting(self) -> int:
@@ -109,6 +117,8 @@ class DynamicBatcher:
     def _count_cancelled(self, items: Sequence[_Item]) -> None:
         """Cancel the caller's unanswered prompts (queued ones are then skipped) and count them."""
         gone = [it for it in items if it.future.cancelled() or it.future.cancel()]
+        for it in gone:
+            it.gone.set()  # a generating row stops at its next decode step
         counts = {
             "queued": sum(not it.started for it in gone),
             "generating": sum(it.started for it in gone),
@@ -121,10 +131,14 @@ class DynamicBatcher:
         log.info("caller went away: dropped %d queued prompt(s); %d were already generating",
                  counts["queued"], counts["generating"])  # fmt: skip
 
-    async def _call(self, prompts: list[Prompt], params: SamplingParams) -> list[list[Completion]]:
+    async def _call(self, items: list[_Item], params: SamplingParams) -> list[list[Completion]]:
         loop = asyncio.get_running_loop()
+        prompts = [it.prompt for it in items]
+        call = functools.partial(self.backend.generate, prompts, params)
+        if self._stoppable:
+            call = functools.partial(call, should_stop=lambda i: items[i].gone.is_set())
         start = time.perf_counter()
-        outs = await loop.run_in_executor(self._executor, self.backend.generate, prompts, params)
+        outs = await loop.run_in_executor(self._executor, call)
         if len(outs) != len(prompts):
             raise RuntimeError(f"backend returned {len(outs)} results for {len(prompts)} prompts")
         if self._observe is not None:
@@ -175,7 +189,7 @@ class DynamicBatcher:
             for it in items:
                 it.started = True
             try:
-                outs = await self._call([it.prompt for it in items], params)
+                outs = await self._call(items, params)
             except Exception as e:
                 log.error("generate failed for a batch of %d: %s", len(items), e)
                 for it in items:

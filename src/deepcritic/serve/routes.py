@@ -16,7 +16,8 @@ no ``/openapi.json``; an unknown path is a 404 and a wrong method a 405, in the 
 
 Every refusal is ``{"error": "..."}`` with a 4xx naming the field (503 when busy or not ready).
 A client that disconnects while its request waits or generates has the request cancelled: its
-queued prompts never reach the model (see :mod:`deepcritic.serve.batching`).
+queued prompts never reach the model and its generating ones stop at the next decode step (see
+:mod:`deepcritic.serve.batching`).
 """
 
 from __future__ import annotations
