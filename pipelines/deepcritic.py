@@ -280,6 +280,9 @@ def deepcritic_pipeline(
     exit_task = cleanup(namespace=namespace, delete_run_files=False, claim=run_volume_claim,
                         delete_claim=delete_run_volume)  # fmt: skip
     kubernetes.mount_pvc(exit_task, run_volume_claim, MOUNT_PATH)
+    kubernetes.use_field_path_as_env(  # the run's folder on the volume is named by it
+        exit_task, env_name="KFP_RUN_ID", field_path="metadata.labels['pipeline/runid']"
+    )
     kubernetes.set_timeout(exit_task, HOUR)
     with dsl.ExitHandler(exit_task, name="run"):
         with dsl.If(create_run_volume == True, name="create-run-volume"):  # noqa: E712
