@@ -19,7 +19,6 @@ Not rehearsed: container images, GPU scheduling, Istio/JWT, object-store credent
 from __future__ import annotations
 
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from types import TracebackType
 from typing import Any
 
 from deepcritic.platform.cluster import CLUSTER_ENV, LocalCluster
+from deepcritic.platform.processes import free_port
 from deepcritic.platform.storage import RUN_ID_ENV, RUN_VOLUME_ENV, claim_manifest
 
 CLAIM = "deepcritic-run"  # the pipeline's default run_volume_claim
@@ -41,12 +41,6 @@ mkdir -p "$task_dir/home"
 cd "$task_dir" || exit 1
 HOME="$task_dir/home" exec "{python}" "$@"
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LocalTopology:
@@ -109,7 +103,7 @@ class LocalTopology:
     def _start_mlflow(self, timeout_s: float = 120.0) -> str:
         import httpx
 
-        port = _free_port()
+        port = free_port()
         log = (self.mlflow_dir / "server.log").open("ab")
         self._server = subprocess.Popen(
             [sys.executable, "-m", "mlflow", *self._server_args(port)],

@@ -127,21 +127,18 @@ def _registry_state(uri: str, name: str) -> tuple[str | None, str | None]:
     return latest, champion
 
 
-def deploy_output(pipeline_root: str) -> dict[str, Any] | None:
-    """What the deploy task returned (pinned model URI, endpoint URL, the smoke answer)."""
-    outs = sorted(Path(pipeline_root).glob("*/deploy*/executor_output.json"), key=os.path.getmtime)
-    if not outs:
-        return None
-    answer = json.loads(outs[-1].read_text()).get("parameterValues", {}).get("Output")
-    return dict(json.loads(answer)) if answer else None
-
-
 def _outputs(pipeline_root: str, task_glob: str) -> list[Any]:
     """The ``Output`` parameter of every task matching ``task_glob`` (newest run first)."""
     outs = sorted(Path(pipeline_root).glob(f"*/{task_glob}/executor_output.json"),
                   key=os.path.getmtime, reverse=True)  # fmt: skip
     values = [json.loads(p.read_text()).get("parameterValues", {}).get("Output") for p in outs]
     return [v for v in values if v is not None]
+
+
+def deploy_output(pipeline_root: str) -> dict[str, Any] | None:
+    """What the deploy task returned (pinned model URI, endpoint URL, the smoke answer)."""
+    answers = _outputs(pipeline_root, "deploy*")
+    return dict(json.loads(answers[0])) if answers else None
 
 
 def summary(result: LocalResult) -> str:

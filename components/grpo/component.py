@@ -42,7 +42,7 @@ def grpo(
     key = "mc_path" if data_source == "mc" else "labels_path"
     src = data.metadata.get("out_path") or data.path
     if launcher == "trainjob":
-        from deepcritic.platform import cluster, trainjob
+        from deepcritic.platform import trainjob
 
         folder = trainjob.stage_files("grpo")
         kept = sft_model.metadata.get("run_volume_path")  # SFT's TrainJob left it on the volume
@@ -54,9 +54,9 @@ def grpo(
         config = stage_config(CriticGRPOConfig, "grpo", profile, [*overrides, *extra])
         job = trainjob.run_stage(
             "grpo", to_dict(config), task="grpo", image=image_ref("train"), timeout_s=timeout_s,
-            cluster=cluster.current(namespace), num_nodes=num_nodes, gpus_per_node=gpus_per_node,
-            procs_per_node=procs_per_node or None, volume_claim=run_volume_claim,
-            node_selector=node_selector or None, tolerations=tolerations or None,
+            namespace=namespace, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
+            procs_per_node=procs_per_node, volume_claim=run_volume_claim,
+            node_selector=node_selector, tolerations=tolerations,
         )  # fmt: skip
         result = replace(read_result(config.out_dir), checkpoint=job.checkpoint)
     elif launcher == "inprocess":

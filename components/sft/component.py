@@ -39,7 +39,7 @@ def sft(
     ensure_parent_run()
     if launcher == "trainjob":
         from deepcritic.models import resolve_model
-        from deepcritic.platform import cluster, trainjob
+        from deepcritic.platform import trainjob
 
         # resolved once here (a URI fetched, an alias built) onto the run volume's cache, so the
         # trainer pods find it in place instead of racing to build it
@@ -50,9 +50,9 @@ def sft(
         config = stage_config(CriticSFTConfig, "sft", profile, [*overrides, *extra])
         job = trainjob.run_stage(
             "sft", to_dict(config), task="sft", image=image_ref("train"), timeout_s=timeout_s,
-            cluster=cluster.current(namespace), num_nodes=num_nodes, gpus_per_node=gpus_per_node,
-            procs_per_node=procs_per_node or None, volume_claim=run_volume_claim,
-            node_selector=node_selector or None, tolerations=tolerations or None,
+            namespace=namespace, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
+            procs_per_node=procs_per_node, volume_claim=run_volume_claim,
+            node_selector=node_selector, tolerations=tolerations,
         )  # fmt: skip
         result = replace(read_result(config.out_dir), checkpoint=job.checkpoint)
         model.metadata["run_volume_path"] = job.checkpoint  # GRPO's TrainJob reads it in place

@@ -27,7 +27,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -422,25 +422,17 @@ def run(config: CriticGRPOConfig) -> CriticGRPOResult:
         tracker.log_dict({"reward_curve": curve}, "grpo/reward_curve.json")
         tracker.set_tags({"deepcritic.checkpoint": result.checkpoint})
     if trainer.accelerator.is_main_process:
-        write_result(result, config.out_dir)
+        from deepcritic.launch import write_stage_result
+
+        write_stage_result(result, config.out_dir)
     return result
 
 
-RESULT_FILE = "result.json"
-
-
-def write_result(result: CriticGRPOResult, out_dir: str) -> Path:
-    """``out_dir/result.json``: what a launcher that did not train (a TrainJob's) reports."""
-    path = Path(out_dir) / RESULT_FILE
-    path.write_text(json.dumps(asdict(result), indent=1), encoding="utf-8")
-    return path
-
-
 def read_result(out_dir: str) -> CriticGRPOResult:
-    path = Path(out_dir) / RESULT_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the GRPO run left no result (did it finish?)")
-    return CriticGRPOResult(**json.loads(path.read_text(encoding="utf-8")))
+    """What the GRPO run in a TrainJob left on the run volume (``out_dir/result.json``)."""
+    from deepcritic.launch import read_stage_result
+
+    return read_stage_result(CriticGRPOResult, out_dir, "GRPO")
 
 
 def _run_params(trainer: Any) -> dict[str, Any]:

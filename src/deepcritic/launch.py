@@ -30,10 +30,12 @@ import os
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from deepcritic.platform.processes import free_port
 
 log = logging.getLogger(__name__)
 
@@ -218,17 +220,28 @@ def deepspeed_config(name: str | None) -> dict[str, Any] | None:
     return loaded
 
 
+RESULT_FILE = "result.json"  # a stage's result, for a launcher that did not train (a TrainJob's)
+R = TypeVar("R")
+
+
+def write_stage_result(result: Any, out_dir: str) -> Path:
+    """``out_dir/result.json``: the stage's result dataclass, written by rank 0."""
+    path = Path(out_dir) / RESULT_FILE
+    path.write_text(json.dumps(asdict(result), indent=1), encoding="utf-8")
+    return path
+
+
+def read_stage_result(cls: type[R], out_dir: str, stage: str) -> R:
+    """The result :func:`write_stage_result` left in ``out_dir``, as ``cls``."""
+    path = Path(out_dir) / RESULT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the {stage} run left no result (did it finish?)")
+    return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+
 def zero_stage(ds: Mapping[str, Any] | None) -> int:
     """The ZeRO stage of a DeepSpeed config (0 without DeepSpeed)."""
     return int(((ds or {}).get("zero_optimization") or {}).get("stage", 0))
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def join_deepspeed(enabled: bool) -> bool:
@@ -247,7 +260,7 @@ def join_deepspeed(enabled: bool) -> bool:
         log.info("DeepSpeed settings come from the stage config, not the accelerate config")
     if "LOCAL_RANK" not in os.environ:
         single = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
-                  "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}  # fmt: skip
+                  "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}  # fmt: skip
         for key, value in single.items():
             os.environ.setdefault(key, value)
     if visible_gpus() > 0:

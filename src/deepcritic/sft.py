@@ -24,7 +24,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -386,25 +386,17 @@ def run(config: CriticSFTConfig) -> CriticSFTResult:
         run_id=t.run_id,
     )
     if trainer.is_world_process_zero():
-        write_result(result, config.out_dir)
+        from deepcritic.launch import write_stage_result
+
+        write_stage_result(result, config.out_dir)
     return result
 
 
-RESULT_FILE = "result.json"
-
-
-def write_result(result: CriticSFTResult, out_dir: str) -> Path:
-    """``out_dir/result.json``: what a launcher that did not train (a TrainJob's) reports."""
-    path = Path(out_dir) / RESULT_FILE
-    path.write_text(json.dumps(asdict(result), indent=1), encoding="utf-8")
-    return path
-
-
 def read_result(out_dir: str) -> CriticSFTResult:
-    path = Path(out_dir) / RESULT_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the SFT run left no result (did it finish?)")
-    return CriticSFTResult(**json.loads(path.read_text(encoding="utf-8")))
+    """What the SFT run in a TrainJob left on the run volume (``out_dir/result.json``)."""
+    from deepcritic.launch import read_stage_result
+
+    return read_stage_result(CriticSFTResult, out_dir, "SFT")
 
 
 def _extra_params(trainer: Any, digest: str, examples: int, resume: str | None) -> dict[str, Any]:

@@ -4,7 +4,6 @@ and a run on real critique prompts that saves (and resumes from) a loadable chec
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,16 +15,7 @@ from deepcritic.prompting import critique_messages
 from deepcritic.records import DataError, Solution, write_jsonl
 from deepcritic.rewards import first_error_reward
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Tiny models on a shared 2-core box: one intra-op thread avoids oversubscription (10x)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/component/conftest.py
 
 
 ALL_CORRECT = [

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -12,16 +12,7 @@ from deepcritic.generation import BackendConfig, Completion, GenerationStats, Pr
 from deepcritic.mc import MCConfig, estimate_prefixes, run, shard_paths
 from deepcritic.records import read_solutions
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Tiny models on a shared 2-core box: one intra-op thread avoids oversubscription (10x)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/component/conftest.py
 
 
 PROBLEMS = [

@@ -3,7 +3,6 @@ problems -> MC first-error labels -> GRPO data (and one GRPO step on it)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -20,15 +19,7 @@ from deepcritic.rewards import first_error_reward
 CONFIGS = Path(str(resources.files("deepcritic") / "configs"))
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Tiny models on a shared 2-core box: one intra-op thread avoids oversubscription."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/component/conftest.py
 
 
 def test_problems_to_mc_labels_to_grpo(tiny_model_path: str, tmp_path: Path) -> None:

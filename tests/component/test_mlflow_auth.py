@@ -29,6 +29,7 @@ from deepcritic.registry import (
 )
 from support.checkpoints import make_checkpoint
 from support.mlflow_server import Server, running_mlflow_server
+from support.mlflow_server import documented_auth_ini as documented_ini
 
 pytest.importorskip("flask_wtf", reason="MLflow's basic-auth app needs mlflow[auth] (Flask-WTF)")
 
@@ -39,14 +40,7 @@ ADMIN_PASSWORD = secrets.token_urlsafe(16)
 
 def documented_auth_ini(database_uri: str) -> str:
     """The basic_auth.ini block from the deployment's comment, with this test's user store."""
-    lines = DEPLOYMENT.read_text().splitlines()
-    start = lines.index("#   [mlflow]")
-    block = []
-    for line in lines[start:]:
-        if not line.startswith("#   "):
-            break
-        block.append(line[4:])
-    text = "\n".join(block) + "\n"
+    text = documented_ini(DEPLOYMENT)
     return re.sub(r"(?m)^database_uri = .*$", f"database_uri = {database_uri}", text)
 
 

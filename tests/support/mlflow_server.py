@@ -65,3 +65,15 @@ def _wait_healthy(server: Server, proc: subprocess.Popen, timeout_s: float) -> N
         except OSError:
             time.sleep(0.25)
     raise RuntimeError(f"mlflow server at {server.uri} not healthy after {timeout_s}s")
+
+
+def documented_auth_ini(deployment: Path) -> str:
+    """The ``basic_auth.ini`` block documented in the comment of manifests/base/mlflow/deployment.yaml."""
+    lines = deployment.read_text().splitlines()
+    start = lines.index("#   [mlflow]")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("#   "):
+            break
+        block.append(line[4:])
+    return "\n".join(block) + "\n"

@@ -113,8 +113,8 @@ def test_delete_stops_the_nodes_and_frees_the_name(tmp_path: Path) -> None:
     assert is_true(obj, "Running")
     status = json.loads((cluster.root / "work/trainjob/longjob/status.json").read_text())
     assert cluster.delete(API, "TrainJob", "longjob")
-    from deepcritic.platform.local_trainer import _alive
+    from deepcritic.platform.processes import pid_alive
 
-    assert not _alive(status["supervisor_pid"]) and not _alive(status["node_pids"][0])
+    assert not pid_alive(status["supervisor_pid"]) and not pid_alive(status["node_pids"][0])
     cluster.create(job("longjob", "pass", tmp_path, nodes=1))  # the name is free again
     assert is_true(wait_done(cluster, "longjob"), "Complete")

@@ -86,15 +86,10 @@ def test_documented_auth_settings_are_what_the_registry_needs() -> None:
     tests/component/test_mlflow_auth.py starts a server with it)."""
     import configparser
 
-    lines = (MLFLOW / "deployment.yaml").read_text().splitlines()
-    start = lines.index("#   [mlflow]")
-    block = []
-    for line in lines[start:]:
-        if not line.startswith("#   "):
-            break
-        block.append(line[4:])
+    from support.mlflow_server import documented_auth_ini
+
     ini = configparser.ConfigParser()
-    ini.read_string("\n".join(block))
+    ini.read_string(documented_auth_ini(MLFLOW / "deployment.yaml"))
     cfg = ini["mlflow"]
     assert cfg["default_permission"] == "READ"  # promoters must see each other's lock models
     assert cfg["database_uri"].startswith("postgresql://")  # one user store for every replica

@@ -12,48 +12,18 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from deepcritic.platform.cluster import LocalCluster, Obj
+from deepcritic.platform.processes import free_port, pid_alive, stop_group
 
 KIND = "InferenceService"
 MODEL_NAME = "deepcritic"
 POD_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
            "MLFLOW_TRACKING_TOKEN", "PATH", "PYTHONPATH", "LANG", "TZ")  # fmt: skip
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.is_file() and stat.read_text().split(") ")[-1].startswith("Z"))
-
-
-def _stop_pid(pid: int, grace_s: float = 20.0) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)
-        except OSError:
-            return
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.2)
-        if not _alive(pid):
-            return
 
 
 class LocalKServe:
@@ -87,7 +57,7 @@ class LocalKServe:
         reuse = [
             r
             for r, v in revs.items()
-            if v["uri"] == uri and (_alive(int(v["pid"])) or v.get("stopped"))
+            if v["uri"] == uri and (pid_alive(int(v["pid"])) or v.get("stopped"))
         ]
         rev = reuse[0] if reuse else self._start(cluster, obj, uri, len(revs) + 1)
         if not reuse:
@@ -99,8 +69,8 @@ class LocalKServe:
         state["canary"] = canary
         if canary is None:  # all traffic to the latest revision: the others stop (scale to zero)
             for other, v in revs.items():
-                if other != rev and _alive(int(v["pid"])):
-                    _stop_pid(int(v["pid"]))
+                if other != rev and pid_alive(int(v["pid"])):
+                    stop_group(int(v["pid"]))
         self._save(cluster, name, state)
 
     def _start(self, cluster: LocalCluster, obj: Obj, uri: str, n: int) -> dict[str, Any]:
@@ -112,7 +82,7 @@ class LocalKServe:
         folder = cluster.work_dir(KIND, name) / rev
         home = folder / "home"
         home.mkdir(parents=True, exist_ok=True)
-        port = _free_port()
+        port = free_port()
         cmd = [sys.executable, "-m", "deepcritic.cli", "serve", "--model-uri", uri,
                "--port", str(port), "--model-name", MODEL_NAME,
                "--download-dir", str(folder / "models")]  # fmt: skip
@@ -157,7 +127,7 @@ class LocalKServe:
     def _probe(self, rev: dict[str, Any]) -> tuple[bool, str, str]:
         import httpx
 
-        if not _alive(int(rev["pid"])):
+        if not pid_alive(int(rev["pid"])):
             tail = Path(rev["dir"], "server.log").read_text(errors="replace")[-2000:]
             return False, "RevisionFailed", f"server exited; log tail:\n{tail}"
         try:
@@ -172,6 +142,6 @@ class LocalKServe:
         name = obj["metadata"]["name"]
         state = self._state(cluster, name)
         for rev in state["revisions"].values():
-            _stop_pid(int(rev["pid"]))
+            stop_group(int(rev["pid"]))
             rev["stopped"] = True
         self._save(cluster, name, state)

@@ -24,13 +24,11 @@ Trainer's ``PET_NNODES`` / ``PET_NPROC_PER_NODE`` / ``PET_NODE_RANK`` / ``PET_MA
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from deepcritic.platform.cluster import LocalCluster, Obj
+from deepcritic.platform.processes import free_port, pid_alive, signal_group
 
 log = logging.getLogger(__name__)
 
@@ -71,25 +70,6 @@ def _read_json(path: Path) -> dict[str, Any]:
         return dict(json.loads(path.read_text()))
     except (OSError, ValueError):
         return {}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
-    except (OSError, IndexError):
-        return True
-
-
-def _kill_group(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
 
 
 # ---------------------------------------------------------------- the object -> processes
@@ -153,12 +133,6 @@ def check_volumes(job: Obj) -> None:
                         )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # ---------------------------------------------------------------- the supervisor process
 
 
@@ -192,7 +166,7 @@ class Supervisor:
     def start_nodes(self) -> None:
         check_volumes(self.job)
         base = job_env(self.job, _cluster_of(self.work))
-        cmd, port = job_command(self.job), _free_port()
+        cmd, port = job_command(self.job), free_port()
         for rank in range(int(self.job["spec"]["trainer"].get("numNodes", 1))):
             folder = self.work / f"node-{rank}"
             shutil.rmtree(folder, ignore_errors=True)
@@ -207,13 +181,13 @@ class Supervisor:
 
     def kill_nodes(self) -> None:
         for p in self.procs:
-            _kill_group(p.pid, signal.SIGTERM)
+            signal_group(p.pid, signal.SIGTERM)
         deadline = time.monotonic() + 20
         for p in self.procs:
             try:
                 p.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                _kill_group(p.pid, signal.SIGKILL)
+                signal_group(p.pid, signal.SIGKILL)
                 p.wait()
 
     def wait(self) -> None:
@@ -287,7 +261,7 @@ class LocalTrainer:
         status = _read_json(work / STATUS_FILE)
         phase = status.get("phase", "Created")
         pid = status.get("supervisor_pid")
-        if phase in ("Created", "Running") and pid and not _alive(int(pid)):
+        if phase in ("Created", "Running") and pid and not pid_alive(int(pid)):
             status = _read_json(work / STATUS_FILE)  # it may have finished just now
             phase = status.get("phase", phase)
             if phase in ("Created", "Running"):
@@ -299,15 +273,15 @@ class LocalTrainer:
         work = cluster.work_dir(KIND, obj["metadata"]["name"])
         status = _read_json(work / STATUS_FILE)
         pid = status.get("supervisor_pid")
-        if pid and _alive(int(pid)):
-            _kill_group(int(pid), signal.SIGTERM)
+        if pid and pid_alive(int(pid)):
+            signal_group(int(pid), signal.SIGTERM)
             deadline = time.monotonic() + 30
-            while _alive(int(pid)) and time.monotonic() < deadline:
+            while pid_alive(int(pid)) and time.monotonic() < deadline:
                 time.sleep(0.2)
-            if _alive(int(pid)):  # it did not stop its nodes: kill what is still ours
+            if pid_alive(int(pid)):  # it did not stop its nodes: kill what is still ours
                 for node in [*_read_json(work / STATUS_FILE).get("node_pids", []), pid]:
-                    if _alive(int(node)):
-                        _kill_group(int(node), signal.SIGKILL)
+                    if pid_alive(int(node)):
+                        signal_group(int(node), signal.SIGKILL)
         (work / JOB_FILE).unlink(missing_ok=True)
         (work / STATUS_FILE).unlink(missing_ok=True)
 

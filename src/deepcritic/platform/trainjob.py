@@ -81,12 +81,12 @@ class TrainJobSpec:
     runtime: str = DEFAULT_RUNTIME
     num_nodes: int = 1
     gpus_per_node: int = 8  # 0: no GPU request (the CPU rehearsal)
-    procs_per_node: int | None = None  # default: gpus_per_node
+    procs_per_node: int | None = None  # None or 0 (a pipeline parameter's "unset"): gpus_per_node
     volume_claim: str = ""  # the run volume's PersistentVolumeClaim ("": the runtime mounts it)
     mount_path: str = MOUNT_PATH
     accelerate_config: str = DEFAULT_ACCELERATE_CONFIG
-    node_selector: dict[str, str] | None = None  # overrides the runtime's when set
-    tolerations: list[dict[str, Any]] | None = None  # overrides the runtime's when set
+    node_selector: dict[str, str] | None = None  # overrides the runtime's when non-empty
+    tolerations: list[dict[str, Any]] | None = None  # overrides the runtime's when non-empty
     env: dict[str, str] = field(default_factory=dict)
     mlflow_secret: str | None = None
     deadline_s: int | None = None  # activeDeadlineSeconds: the Trainer stops the job after it
@@ -105,7 +105,7 @@ class TrainJobSpec:
 
     @property
     def processes(self) -> int:
-        return self.procs_per_node if self.procs_per_node is not None else self.gpus_per_node
+        return self.procs_per_node or self.gpus_per_node
 
 
 @dataclass
@@ -154,9 +154,9 @@ def _pod_patch(spec: TrainJobSpec) -> dict[str, Any]:
         pod["containers"] = [{"name": CONTAINER,
                               "volumeMounts": [{"name": VOLUME_NAME,
                                                 "mountPath": spec.mount_path}]}]  # fmt: skip
-    if spec.node_selector is not None:
+    if spec.node_selector:
         pod["nodeSelector"] = dict(spec.node_selector)
-    if spec.tolerations is not None:
+    if spec.tolerations:
         pod["tolerations"] = [dict(t) for t in spec.tolerations]
     return pod
 
@@ -434,10 +434,13 @@ def _wait(
 
 def run_stage(
     stage: Stage, config: dict[str, Any], *, task: str, image: str, timeout_s: float,
-    poll_s: float = 30.0, cluster: Cluster | None = None, **spec_kw: Any,
+    poll_s: float = 30.0, cluster: Cluster | None = None, namespace: str | None = None,
+    **spec_kw: Any,
 ) -> TrainJobResult:  # fmt: skip
-    """The launcher task's whole job: config on the volume, TrainJob, wait, checkpoint path."""
+    """The launcher task's whole job: config on the volume, TrainJob, wait, checkpoint path.
+
+    ``cluster`` defaults to the one this task talks to, in ``namespace`` ("": its own)."""
     from deepcritic.platform import cluster as cluster_mod
 
     spec = spec_for_stage(stage, config, task, image, deadline_s=int(timeout_s), **spec_kw)
-    return run_trainjob(cluster or cluster_mod.current(), spec, timeout_s, poll_s)
+    return run_trainjob(cluster or cluster_mod.current(namespace), spec, timeout_s, poll_s)

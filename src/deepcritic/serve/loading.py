@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from deepcritic.models import cache_dir, resolve_model
+from deepcritic.platform.processes import pid_alive
 from deepcritic.serve.schema import ModelInfo, TokenCounter
 from deepcritic.tracking import resolve_tracking_uri
 
@@ -92,16 +93,6 @@ def verify_checksum(root: Path, expected: str | None, what: str) -> str:
     return actual
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_cache(parent: Path, keep: Path) -> list[Path]:
     """Remove every folder under ``parent`` except ``keep`` and partial downloads of live
     processes; returns what was removed."""
@@ -111,7 +102,7 @@ def clean_cache(parent: Path, keep: Path) -> list[Path]:
             continue
         if child.name.startswith(_PARTIAL):
             pid = child.name[len(_PARTIAL) :].split("-")[0]
-            if pid.isdigit() and _pid_alive(int(pid)) and int(pid) != os.getpid():
+            if pid.isdigit() and pid_alive(int(pid)) and int(pid) != os.getpid():
                 continue
         shutil.rmtree(child, ignore_errors=True)
         removed.append(child)
