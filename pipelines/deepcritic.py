@@ -180,7 +180,7 @@ def _body(**p: Any) -> None:
             "eval_benchmarks": p["eval_benchmarks"], "eval_limit": p["eval_limit"],
             "eval_overrides": p["eval_overrides"], "model_name": p["registry_model_name"],
             "margin": p["promote_margin"],
-            "gates": {"floor": p["promote_floor"], "base_f1": base.output,
+            "gates": {"floor": p["promote_floor"], "base_f1": base.outputs["Output"],
                       "min_parse_rate": p["promote_min_parse_rate"]},
             "deploy": {"enabled": p["deploy_enabled"], "canary": p["deploy_canary_percent"],
                        "ready_timeout_s": p["deploy_ready_timeout_s"],

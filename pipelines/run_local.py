@@ -106,6 +106,10 @@ def run(config: LocalConfig) -> LocalResult:
                     topo.run_pipeline(pipeline, args)
                 seconds = time.monotonic() - start
                 parent.log_metrics({"pipeline_seconds": seconds})
+                comparison = base_vs_trained(str(topo.pipeline_root))
+                parent.log_metrics({f"{who}.{k}": v for who, m in comparison.items()
+                                    for k, v in m.items()})  # fmt: skip
+                parent.log_dict(comparison, "base_vs_trained.json")
             name = str(args.get("registry_model_name", "deepcritic"))
             version, champion = _registry_state(uri, name)
     return LocalResult(str(parent.run_id), uri, str(topo.pipeline_root), seconds, args,
@@ -141,6 +145,35 @@ def deploy_output(pipeline_root: str) -> dict[str, Any] | None:
     return dict(json.loads(answers[0])) if answers else None
 
 
+def _eval_metrics(pipeline_root: str, task_glob: str) -> dict[str, float] | None:
+    """The flat ``metrics.json`` an evaluate task wrote under its ``results`` (newest run)."""
+    found = sorted(Path(pipeline_root).glob(f"*/{task_glob}/results/metrics.json"),
+                   key=os.path.getmtime, reverse=True)  # fmt: skip
+    return dict(json.loads(found[0].read_text())) if found else None
+
+
+def base_vs_trained(pipeline_root: str) -> dict[str, dict[str, float]]:
+    """avg F1 and readable-verdict rate of the base model and of the trained critic (same items)."""
+    out = {}
+    for who, task_glob in (("base", "evaluate-base"), ("trained", "evaluate"),
+                           ("trained", "evaluate-2")):  # fmt: skip
+        metrics = _eval_metrics(pipeline_root, task_glob)
+        if metrics and who not in out:
+            out[who] = {k: float(metrics[k]) for k in ("avg_f1", "avg_answer_rate") if k in metrics}
+    return out
+
+
+def comparison_table(comparison: dict[str, dict[str, float]]) -> str:
+    """Base vs trained side by side (``answer%``: readable ``**Answer**: \\boxed{k}``)."""
+    lines = [f"{'':<18}{'answer%':>9}{'avg F1':>9}"]
+    for who, label in (("base", "base model"), ("trained", "trained critic")):
+        m = comparison.get(who, {})
+        rate, f1 = m.get("avg_answer_rate"), m.get("avg_f1")
+        cells = "".join(f"{v:>9.1f}" if v is not None else f"{'n/a':>9}" for v in (rate, f1))
+        lines.append(f"{label:<18}{cells}")
+    return "\n".join(lines)
+
+
 def summary(result: LocalResult) -> str:
     name = result.arguments.get("registry_model_name", "deepcritic")
     deployed = deploy_output(result.pipeline_root)
@@ -149,14 +182,11 @@ def summary(result: LocalResult) -> str:
         f"deepcritic serve --model-uri {deployed['model_uri']})"
         if deployed else "not deployed (not promoted)"
     )  # fmt: skip
-    base = _outputs(result.pipeline_root, "evaluate-base")
-    trained = _outputs(result.pipeline_root, "evaluate") + _outputs(
-        result.pipeline_root, "evaluate-2"
-    )
-    f1 = f"base {base[0]:.3f} -> trained {trained[0]:.3f}" if base and trained else "n/a"
     lines = [
         f"pipeline finished in {result.seconds:.0f} s (profile {result.arguments.get('profile')})",
-        f"avg F1:            {f1}",
+        "base vs trained critic on the same evaluation items "
+        "(answer% = critiques with a readable **Answer**: \\boxed{k}):",
+        comparison_table(base_vs_trained(result.pipeline_root)),
         f"MLflow server:     {result.tracking_uri} (stopped; reopen: {result.reopen})",
         f"parent run:        {result.parent_run_id} (stage runs nested under it)",
         f"pipeline outputs:  {result.pipeline_root}",

@@ -27,9 +27,7 @@ def evaluate(
     extra = [f"generation.model={model.path}", f"out={results.path}",
              "benchmarks=" + ",".join(benchmarks)] + ([f"limit={limit}"] if limit > 0 else [])  # fmt: skip
     result = run(stage_config(EvalConfig, "evaluate", profile, [*overrides, *extra]))
-    flat = dict(result.averages)
-    for name, bench in result.metrics.items():
-        flat[f"f1.{name}"] = float(bench.f1)
+    flat = result.flat()
     os.makedirs(results.path, exist_ok=True)
     with open(os.path.join(results.path, "metrics.json"), "w") as fh:
         json.dump(flat, fh, indent=1)
@@ -45,14 +43,24 @@ def evaluate_base(
     benchmarks: list,
     limit: int,
     overrides: list,
+    results: Output[Dataset],
 ) -> float:
-    """The base model on the same benchmarks: its avg F1 is the promotion floor."""
+    """The base model on the same benchmarks: its avg F1 is the promotion floor. Predictions are
+    cached on the run volume (``cache/base-eval``), so a rerun with the same settings reuses them."""
+    import json
+    import os
+
     from deepcritic.evaluate import EvalConfig, run
+    from deepcritic.platform.storage import cache_dir, has_run_volume, safe_name
     from deepcritic.runtime import ensure_parent_run, stage_config
 
     ensure_parent_run()
-    extra = [f"generation.model={base_model}", "out=base-eval",
+    out = cache_dir("base-eval", safe_name(base_model)) if has_run_volume() else "base-eval"
+    extra = [f"generation.model={base_model}", f"out={out}",
              "benchmarks=" + ",".join(benchmarks)] + ([f"limit={limit}"] if limit > 0 else [])  # fmt: skip
     result = run(stage_config(EvalConfig, "evaluate", profile, [*overrides, *extra]))
+    os.makedirs(results.path, exist_ok=True)
+    with open(os.path.join(results.path, "metrics.json"), "w") as fh:
+        json.dump(result.flat(), fh, indent=1)
     print(f"base model {base_model}: avg F1 {result.avg_f1:.4f}", flush=True)
     return float(result.avg_f1)

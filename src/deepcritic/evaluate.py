@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from deepcritic.config import add_dataclass_arguments, config_from_args, to_dict
+from deepcritic.critique_stats import CritiqueStats, critique_stats
 from deepcritic.generation import Backend, BackendConfig, SamplingParams, make_backend
 from deepcritic.grader import is_match, parse_critique
 from deepcritic.prompting import critique_messages, load_prompt
@@ -154,6 +155,7 @@ class EvalResult:
     out_dir: str
     run_id: str | None = None
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # drops per benchmark
+    stats: dict[str, CritiqueStats] = field(default_factory=dict)  # output shape per benchmark
 
     @property
     def avg_f1(self) -> float:
@@ -163,9 +165,19 @@ class EvalResult:
         return {
             "benchmarks": {k: m.to_dict() for k, m in self.metrics.items()},
             "counts": self.counts,
+            "stats": {k: st.to_dict() for k, st in self.stats.items()},
             **self.averages,
             "run_id": self.run_id,
         }
+
+    def flat(self) -> dict[str, float]:
+        """Averages plus ``f1.<benchmark>`` and ``answer_rate.<benchmark>``: one flat mapping."""
+        out = dict(self.averages)
+        for name, bench in self.metrics.items():
+            out[f"f1.{name}"] = float(bench.f1)
+        for name, st in self.stats.items():
+            out[f"answer_rate.{name}"] = st.answer_rate
+        return out
 
 
 def settings_key(config: EvalConfig, bench: Benchmark) -> str:
@@ -246,27 +258,40 @@ def _bar_chart(metrics: dict[str, BenchmarkMetrics], path: Path) -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(metrics), 3.2))
+    # horizontal bars: long benchmark names stay readable on the y axis, never overlap
     names = list(metrics)
-    bars = ax.bar(names, [metrics[n].f1 for n in names], color="#3b6ea5")
-    ax.bar_label(bars, fmt="%.1f")
-    ax.set_ylabel("F1 (%)")
-    ax.set_ylim(0, 100)
+    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.45 * len(names)))
+    bars = ax.barh(names, [metrics[n].f1 for n in names], color="#3b6ea5")
+    ax.bar_label(bars, fmt="%.1f", padding=3)
+    ax.invert_yaxis()  # first benchmark on top
+    ax.set_xlabel("F1 (%)")
+    ax.set_xlim(0, 105)
     ax.set_title("Critic F1 per benchmark")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return fig
 
 
-def format_table(metrics: dict[str, BenchmarkMetrics], averages: dict[str, float]) -> str:
-    head = f"{'benchmark':<28}{'n':>6}{'acc_err':>10}{'acc_cor':>10}{'F1':>8}"
+def format_table(
+    metrics: dict[str, BenchmarkMetrics],
+    averages: dict[str, float],
+    stats: dict[str, CritiqueStats] | None = None,
+) -> str:
+    """The results table; ``answer%`` = items with a readable ``**Answer**: \\boxed{k}``."""
+    stats = stats or {}
+    head = f"{'benchmark':<28}{'n':>6}{'acc_err':>10}{'acc_cor':>10}{'F1':>8}{'answer%':>9}"
     lines = [head, "-" * len(head)]
     for name, m in metrics.items():
-        lines.append(f"{name:<28}{m.n:>6}{m.acc_error:>10.1f}{m.acc_correct:>10.1f}{m.f1:>8.1f}")
+        rate = f"{stats[name].answer_rate:>9.1f}" if name in stats else f"{'':>9}"
+        lines.append(
+            f"{name:<28}{m.n:>6}{m.acc_error:>10.1f}{m.acc_correct:>10.1f}{m.f1:>8.1f}{rate}"
+        )
     lines.append("-" * len(head))
     avg = averages
+    rate = f"{avg['avg_answer_rate']:>9.1f}" if "avg_answer_rate" in avg else ""
     lines.append(
-        f"{'average':<28}{'':>6}{avg['avg_acc_error']:>10.1f}{avg['avg_acc_correct']:>10.1f}{avg['avg_f1']:>8.1f}"
+        f"{'average':<28}{'':>6}{avg['avg_acc_error']:>10.1f}{avg['avg_acc_correct']:>10.1f}"
+        f"{avg['avg_f1']:>8.1f}{rate}"
     )
     return "\n".join(lines)
 
@@ -275,6 +300,7 @@ def format_table(metrics: dict[str, BenchmarkMetrics], averages: dict[str, float
 class BenchOutcome:
     metrics: BenchmarkMetrics
     counts: dict[str, int]
+    stats: CritiqueStats
 
 
 def _evaluate_one(
@@ -301,7 +327,7 @@ def _evaluate_one(
         metrics.f1,
         json.dumps(counts, sort_keys=True),
     )
-    return BenchOutcome(metrics, counts)
+    return BenchOutcome(metrics, counts, critique_stats(rows))
 
 
 def _log(
@@ -314,12 +340,18 @@ def _log(
     for name, m in result.metrics.items():
         tracker.log_metrics({f"{name}.{k}": float(v) for k, v in m.to_dict().items()})
         tracker.log_metrics({f"{name}.{k}": float(v) for k, v in counts[name].items()})
+        tracker.log_metrics({f"{name}.{k}": v for k, v in result.stats[name].scalars().items()})
     tracker.log_metrics(result.averages)
     if backend is not None:
         tracker.log_metrics({"generation.tokens_per_s": backend.stats.tokens_per_second})
     tracker.log_artifact(out / "metrics.json")
     tracker.log_artifact(out / "predictions", "predictions")
     tracker.log_artifact(out / "f1.png")
+
+
+def _mean(values: Any) -> float:
+    vals = list(values)
+    return sum(vals) / len(vals) if vals else 0.0
 
 
 def run(config: EvalConfig) -> EvalResult:
@@ -333,14 +365,18 @@ def run(config: EvalConfig) -> EvalResult:
         done = {b.name: _evaluate_one(b, config, backend_box, out) for b in config.suite()}
         metrics = {name: o.metrics for name, o in done.items()}
         counts = {name: o.counts for name, o in done.items()}
-        result = EvalResult(metrics, average(metrics), str(out), tracker.run_id)
-        result.counts = counts
+        stats = {name: o.stats for name, o in done.items()}
+        averages = {
+            **average(metrics),
+            "avg_answer_rate": _mean(s.answer_rate for s in stats.values()),
+        }
+        result = EvalResult(metrics, averages, str(out), tracker.run_id, counts, stats)
         (out / "metrics.json").write_text(json.dumps(result.to_dict(), indent=2))
         _bar_chart(metrics, out / "f1.png")
         _log(tracker, result, counts, out, backend_box[0] if backend_box else None)
     for b in backend_box:
         b.close()
-    print(format_table(metrics, result.averages))
+    print(format_table(metrics, result.averages, stats))
     return result
 
 

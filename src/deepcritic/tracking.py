@@ -115,9 +115,14 @@ class Tracker:
 
 @contextlib.contextmanager
 def stage_run(
-    stage: str, config: Any = None, *, tracking_uri: str | None = None
+    stage: str,
+    config: Any = None,
+    *,
+    tracking_uri: str | None = None,
+    run_id: str | None = None,
 ) -> Iterator[Tracker]:
-    """Open an MLflow run for one stage (nested under the pipeline parent, if any)."""
+    """Open an MLflow run for one stage (nested under the pipeline parent, if any); ``run_id``
+    reopens a run this process opened before (to log results after its nested runs ended)."""
     uri = resolve_tracking_uri(tracking_uri)
     if uri is None:
         yield Tracker(None, None)
@@ -130,12 +135,31 @@ def stage_run(
     tags = {"deepcritic.stage": stage}
     if parent:
         tags["mlflow.parentRunId"] = parent
+    if run_id:
+        with mlflow.start_run(run_id=run_id) as run:
+            yield Tracker(mlflow, run.info.run_id)
+        return
     with mlflow.start_run(experiment_id=exp_id, run_name=stage, tags=tags) as run:
         tracker = Tracker(mlflow, run.info.run_id)
         if config is not None:
             tracker.log_params(to_dict(config))
         log.info("MLflow run %s (%s) at %s", run.info.run_id, stage, uri)
         yield tracker
+
+
+@contextlib.contextmanager
+def nested_under(run_id: str | None) -> Iterator[None]:
+    """Stage runs opened inside this block nest under ``run_id`` (no-op when None)."""
+    old = os.environ.get(PARENT_ENV)
+    if run_id:
+        os.environ[PARENT_ENV] = run_id
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(PARENT_ENV, None)
+        else:
+            os.environ[PARENT_ENV] = old
 
 
 def registry_client(uri: str | None = None) -> Any:

@@ -92,6 +92,14 @@ def test_local_tiny_pipeline_registers_and_promotes(
         validate({k: v for k, v in entry["object"].items() if k != "status"})
     text = summary(result)
     assert "@champion:         v1" in text and served["url"] in text
+    # base vs trained on the same items, in the summary and on the parent run
+    rows = {line[:18].strip(): line[18:].split() for line in text.splitlines()}
+    assert len(rows["base model"]) == 2 and len(rows["trained critic"]) == 2
+    assert "n/a" not in rows["base model"] + rows["trained critic"]
+    parent = client.get_run(result.parent_run_id).data.metrics
+    assert {"base.avg_f1", "base.avg_answer_rate", "trained.avg_f1"} <= set(parent)
+    # the base model's predictions are cached on the run volume for the next run
+    assert list((work / "run-volume" / "cache" / "base-eval").rglob("predictions/*.jsonl"))
 
 
 @pytest.mark.e2e

@@ -61,3 +61,22 @@ def test_real_gsm8k_test_split() -> None:
     for s in errs:
         assert s.meta["original"] != s.steps[s.label]
         assert all("<<" not in x for x in s.steps)
+
+
+def test_checkable_pairs_are_balanced_and_the_error_can_be_recomputed() -> None:
+    from deepcritic.arithmetic import find_equations
+    from deepcritic.data.loaders import load_solutions
+
+    sols, report = load_solutions("gsm8k-perturbed:test", limit=40)
+    assert len(sols) == 40 and report.kept == 40
+    assert sum(s.label == -1 for s in sols) == 20
+    for s in sols:
+        if s.label != -1:
+            assert any(not eq.holds for eq in find_equations(s.steps[s.label]))
+            assert s.id.startswith("gsm8k-test-") and s.id.endswith(f"-err{s.label}")
+    # pairs: every problem gives its clean and its wrong solution, next to each other
+    assert [s.problem for s in sols[::2]] == [s.problem for s in sols[1::2]]
+    train, _ = load_solutions("gsm8k-perturbed:train", limit=10)
+    assert not {s.problem for s in train} & {s.problem for s in sols}
+    with pytest.raises(ValueError, match="train or test"):
+        load_solutions("gsm8k-perturbed:dev")

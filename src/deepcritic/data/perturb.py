@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deepcritic.arithmetic import find_equations
 from deepcritic.data.problems import mathjudger_file
 from deepcritic.records import NO_ERROR, DataError, LoadReport, Solution, iter_jsonl
 
@@ -105,9 +106,19 @@ def perturb_step(line: str, rng: random.Random) -> str | None:
     return clean_step(line[: m.start()] + rest)
 
 
-def perturbable_steps(item: GSM8KItem) -> list[int]:
+def perturbable_steps(item: GSM8KItem, *, checkable_only: bool = False) -> list[int]:
+    """Steps whose first annotation can be changed; ``checkable_only``: only those whose changed
+    value lands in a visible equation (``48/2 = 25``), so a reader can catch it by recomputing."""
     probe = random.Random(0)
-    return [i for i, line in enumerate(item.lines) if perturb_step(line, probe) is not None]
+    out = []
+    for i, line in enumerate(item.lines):
+        changed = perturb_step(line, probe)
+        if changed is None:
+            continue
+        if checkable_only and not any(not eq.holds for eq in find_equations(changed)):
+            continue
+        out.append(i)
+    return out
 
 
 def perturbed_solutions(
@@ -115,13 +126,22 @@ def perturbed_solutions(
     *,
     seed: int = 0,
     include_correct: bool = True,
+    checkable_only: bool = False,
+    pairs_only: bool = False,
     report: LoadReport | None = None,
 ) -> Iterator[Solution]:
     """Per item: the clean solution (label -1, if ``include_correct``) and one copy with a random
     perturbable step changed (label = that step, 0-based). Items with nothing to perturb are
-    counted in ``report`` and yield only their clean solution."""
+    counted in ``report`` and yield only their clean solution, or nothing with ``pairs_only``
+    (every problem then gives one correct and one erroneous solution: a balanced set).
+    ``checkable_only``: see :func:`perturbable_steps`."""
     rng = random.Random(seed)
     for item in items:
+        choices = perturbable_steps(item, checkable_only=checkable_only)
+        if not choices and pairs_only:
+            if report is not None:
+                report.skip("no perturbable step")
+            continue
         steps = [clean_step(x) for x in item.lines]
         base: dict[str, Any] = dict(
             problem=item.question,
@@ -133,7 +153,6 @@ def perturbed_solutions(
             yield Solution(
                 id=f"{item.id}-ok", steps=steps, label=NO_ERROR, final_answer_correct=True, **base
             )
-        choices = perturbable_steps(item)
         if not choices:
             if report is not None:
                 report.skip("no perturbable step")
@@ -168,3 +187,23 @@ def load_perturbed(
     report.kept = len(items)
     report.log()
     return out
+
+
+def load_checkable_pairs(
+    split: str, *, limit: int | None = None, seed: int = 0
+) -> tuple[list[Solution], LoadReport]:
+    """The ``gsm8k-perturbed:<split>`` source: per problem of ``split`` (file order) its clean
+    reference solution and one copy with a checkable calculation made wrong; problems without one
+    are skipped and counted. ``limit`` = the first N solutions (N/2 problems). GSM8K's train and
+    test splits hold disjoint problems."""
+    if split not in ("train", "test"):
+        raise ValueError(f"gsm8k-perturbed:{split}: the split must be train or test")
+    report = LoadReport(f"gsm8k-perturbed:{split}")
+    items = iter_gsm8k(mathjudger_file("gsm8k", split), split_name=split, report=report)
+    pairs = perturbed_solutions(
+        items, seed=seed, checkable_only=True, pairs_only=True, report=report
+    )
+    out = list(itertools.islice(pairs, limit))
+    report.kept = len(out)
+    report.log()
+    return out, report

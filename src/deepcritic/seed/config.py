@@ -8,6 +8,8 @@ from typing import ClassVar, Literal
 from deepcritic.generation import BackendConfig, SamplingParams
 
 SeedMode = Literal["all", "generate", "finalize"]
+Teacher = Literal["llm", "calculator"]
+TEACHERS = ("llm", "calculator")
 
 
 @dataclass
@@ -60,6 +62,9 @@ class SeedConfig:
         "model": "generation.model",
     }
 
+    # llm: the method's teacher (paper: Qwen2.5-72B-Instruct); calculator: a labelled CPU stand-in
+    # for solutions that show their arithmetic (deepcritic.seed.calculator), no model at all
+    teacher: Teacher = "llm"
     data: str = ""  # canonical JSONL of step-labelled solutions (`deepcritic prepare` output)
     out_dir: str = "outputs/seed"
     generation: BackendConfig = field(default_factory=BackendConfig)
@@ -95,6 +100,8 @@ class SeedConfig:
     tracking_uri: str | None = None
 
     def __post_init__(self) -> None:
+        if self.teacher not in TEACHERS:
+            raise ValueError(f"teacher: expected one of {TEACHERS}, got {self.teacher!r}")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
         if self.balance_cap < 0:

@@ -17,6 +17,7 @@ from deepcritic.config import add_dataclass_arguments, config_from_args
 from deepcritic.data.loaders import detect_format
 from deepcritic.generation import Backend, make_backend
 from deepcritic.records import DataError, LoadReport, Solution, read_solutions
+from deepcritic.seed import calculator
 from deepcritic.seed.config import SeedConfig, parse_shard
 from deepcritic.seed.finalize import finalize, missing_shards
 from deepcritic.seed.generate import critique_chunk
@@ -86,15 +87,14 @@ def generate_shard(config: SeedConfig, backend: Backend | None = None) -> Counte
         len(todo_all) - len(todo),
         len(todo),
     )
-    own = backend is None and bool(todo)
+    own = backend is None and bool(todo) and config.teacher == "llm"
     backend = make_backend(config.generation) if own else backend
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with open(path, "a", encoding="utf-8") as f, tqdm(total=len(todo), desc="seed") as bar:
             for start in range(0, len(todo), config.chunk_size):
                 chunk = todo[start : start + config.chunk_size]
-                assert backend is not None
-                records = critique_chunk(backend, chunk, config, config.seed + start)
+                records = _critique(backend, chunk, config, config.seed + start)
                 append_records(f, records)
                 _count_records(records, counts)
                 bar.update(len(chunk))
@@ -104,6 +104,17 @@ def generate_shard(config: SeedConfig, backend: Backend | None = None) -> Counte
             backend.close()
     write_atomic(done_path(config.out_dir, index, total), json.dumps(dict(counts), indent=1))
     return counts
+
+
+def _critique(
+    backend: Backend | None, chunk: list[Solution], config: SeedConfig, chunk_seed: int
+) -> list[dict[str, Any]]:
+    """One chunk through the configured teacher (the LLM sub-steps, or the calculator)."""
+    if config.teacher == "calculator":
+        return calculator.critique_chunk(chunk)
+    if backend is None:
+        raise RuntimeError("seed: the llm teacher needs a generation backend")
+    return critique_chunk(backend, chunk, config, chunk_seed)
 
 
 def _count_records(records: list[dict[str, Any]], counts: Counter[str]) -> None:
