@@ -14,7 +14,7 @@ with the label. Dropped, and counted: ``calculator_blind`` (the wrong step shows
 calculator can check, e.g. a perturbed value with no visible expression) and
 ``calculator_disagrees`` (a step labelled correct whose written value does not recompute, e.g. a
 rounded value, or a step labelled wrong whose equations all hold). Records have the shape of
-:func:`deepcritic.seed.generate.build_record`'s, so finalize, balance and SFT are unchanged.
+:func:`deepcritic.seed.generate.seed_record`, so finalize, balance and SFT are unchanged.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from deepcritic import grader
 from deepcritic.arithmetic import (
     Equation,
     evaluate,
@@ -33,7 +34,7 @@ from deepcritic.arithmetic import (
     values_match,
 )
 from deepcritic.records import Solution
-from deepcritic.seed.generate import format_messages, roundtrip_ok
+from deepcritic.seed.generate import seed_record
 from deepcritic.seed.teacher import CORRECT, WRONG, expected_verdict, steps_to_critique
 
 # the inverse check of ``a op b = c``: (operator written, how c and b give back a)
@@ -98,26 +99,22 @@ def critique_record(solution: Solution) -> dict[str, Any]:
     results = [critique_step(solution.steps[j]) for j in range(steps_to_critique(solution))]
     verdicts = [v for _, v in results]
     reason = drop_reason(solution, verdicts)
-    messages = None
-    if reason is None:
-        messages = format_messages(solution, [body for body, _ in results])
-        if not roundtrip_ok(solution, messages[-1]["content"]):
-            reason, messages = "format_roundtrip", None
-    return {
-        "id": solution.id,
-        "label": solution.label,
-        "source": solution.source,
-        "status": "kept" if reason is None else "dropped",
-        "reason": reason,
-        "initial_all_right": reason is None,
-        "counts": {"calculator.steps": len(results)},
-        "steps": [
-            {"step": j + 1, "expected": expected_verdict(solution, j), "calculator": v}
+    return seed_record(
+        solution,
+        reason,
+        [body for body, _ in results],
+        initial_all_right=reason is None,
+        counts={"calculator.steps": len(results)},
+        steps=[
+            {
+                "step": grader.label_to_step(j),
+                "expected": expected_verdict(solution, j),
+                "calculator": v,
+            }
             for j, v in enumerate(verdicts)
         ],
-        "messages": messages,
-        "teacher": "calculator",
-    }
+        teacher="calculator",
+    )
 
 
 def critique_chunk(solutions: Sequence[Solution]) -> list[dict[str, Any]]:

@@ -209,12 +209,37 @@ def build_record(
 ) -> dict[str, Any]:
     """The per-solution output line (kept with SFT messages, or dropped with a reason)."""
     reason = _drop_reason(solution, work, config)
-    messages = None
     bodies = [critique_body(w.merged.text) for w in work if w.merged]
     if reason is None and not all(bodies):
         reason = "empty_critique"
+    return seed_record(
+        solution,
+        reason,
+        bodies,
+        initial_all_right=all(
+            w.initial and grader.is_match(w.initial.value, w.expected) for w in work
+        ),
+        counts={f"{sub}.{k}": v for sub, c in counts.items() for k, v in sorted(c.items())},
+        steps=[_step_dict(w) for w in work],
+    )
+
+
+def seed_record(
+    solution: Solution,
+    reason: str | None,
+    bodies: Sequence[str],
+    *,
+    initial_all_right: bool,
+    counts: dict[str, int],
+    steps: list[dict[str, Any]],
+    **extra: Any,
+) -> dict[str, Any]:
+    """One seed output line, whichever teacher wrote ``bodies`` (one critique per step): kept
+    with its SFT messages when ``reason`` is None and the formatted critique grades back to the
+    label, else dropped with the reason. finalize, balance and SFT read only this shape."""
+    messages = None
     if reason is None:
-        messages = format_messages(solution, bodies)
+        messages = format_messages(solution, list(bodies))
         if not roundtrip_ok(solution, messages[-1]["content"]):
             reason, messages = "format_roundtrip", None
     return {
@@ -223,12 +248,11 @@ def build_record(
         "source": solution.source,
         "status": "kept" if reason is None else "dropped",
         "reason": reason,
-        "initial_all_right": all(
-            w.initial and grader.is_match(w.initial.value, w.expected) for w in work
-        ),
-        "counts": {f"{sub}.{k}": v for sub, c in counts.items() for k, v in sorted(c.items())},
-        "steps": [_step_dict(w) for w in work],
+        "initial_all_right": initial_all_right,
+        "counts": counts,
+        "steps": steps,
         "messages": messages,
+        **extra,
     }
 
 
