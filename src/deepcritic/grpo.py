@@ -76,7 +76,7 @@ class CriticGRPOConfig:
     num_train_epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides epochs
     format_penalty: float = 0.0  # added for an unparsable critique (0 = off); e.g. -0.5
-    precision: Precision = "auto"  # auto = bf16 on GPU, fp32 on CPU
+    precision: Precision = "auto"  # auto = bf16 on GPU and on CPUs with AMX, else fp32
     gradient_checkpointing: bool = False
     attn_implementation: str | None = None  # flash_attention_2 where the image has flash_attn
     use_vllm: bool = False  # generate with vLLM
@@ -203,7 +203,12 @@ def _validate(config: CriticGRPOConfig) -> None:
 
 
 def _use_bf16(config: CriticGRPOConfig, gpu: bool) -> bool:
-    return config.precision == "bf16" or (config.precision == "auto" and gpu)
+    """auto: bf16 on GPU, and autocast on a CPU with native bf16 (AMX) outside DeepSpeed."""
+    from deepcritic.launch import cpu_computes_bf16
+
+    if config.precision != "auto":
+        return config.precision == "bf16"
+    return gpu or (not config.deepspeed and cpu_computes_bf16())
 
 
 def accumulation(config: CriticGRPOConfig, world: int) -> int:

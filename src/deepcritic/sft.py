@@ -10,7 +10,8 @@ GPU: bf16 compute with fp32 master weights (DeepSpeed keeps them under ZeRO; wit
 weights load in fp32 and run under bf16 autocast), gradient checkpointing, flash attention with
 padding-free batches when the image has ``flash_attn`` (else SDPA, padded, with a warning).
 ``deepspeed: zero3`` puts ZeRO-3 in the trainer arguments themselves, so it holds under every
-launcher (accelerate, torchrun, one in-process rank; see :mod:`deepcritic.launch`); CPU: fp32.
+launcher (accelerate, torchrun, one in-process rank; see :mod:`deepcritic.launch`). CPU: bf16
+autocast where it is native (AMX, ``precision: auto``), else fp32.
 The effective batch (``effective_batch_size``, paper: 64) is the same for every world size: the
 micro-batch and gradient accumulation are derived from it (:func:`batch_plan`).
 Resumes from the last checkpoint in ``out_dir/checkpoints``; saves a plain HF checkpoint
@@ -58,7 +59,7 @@ class CriticSFTConfig:
     max_length: int = 16384  # paper: 16384
     max_steps: int = -1  # > 0 overrides epochs (tests, smoke runs)
     gradient_checkpointing: bool = True
-    precision: Precision = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    precision: Precision = "auto"  # auto: bf16 on GPU and on CPUs with AMX, else fp32
     packing: bool = False  # BFD packing (implies padding-free; needs flash attention on GPU)
     padding_free: bool = False  # needs flash attention
     attn_implementation: str | None = None  # e.g. flash_attention_2 on GPU; None = model default
@@ -183,11 +184,18 @@ def use_bf16(config: CriticSFTConfig, gpu: bool | None = None) -> bool:
         import torch
 
         gpu = torch.cuda.is_available()
-    if config.precision == "auto":
-        return gpu
-    if config.precision == "bf16" and not gpu:
-        raise ValueError("precision: bf16 needs a GPU here; use auto or fp32 on CPU")
-    return config.precision == "bf16"
+    if gpu or config.precision == "fp32":
+        return config.precision != "fp32"
+    from deepcritic import launch
+
+    # CPU: bf16 autocast only where it is native (AMX), and not under DeepSpeed's CPU rehearsal
+    native = launch.cpu_computes_bf16() and not config.deepspeed
+    if config.precision == "bf16" and not native:
+        raise ValueError(
+            "precision: bf16 needs a GPU or a CPU with native bf16 (AMX) without DeepSpeed; "
+            "use auto or fp32 here"
+        )
+    return native
 
 
 def attention(config: CriticSFTConfig, gpu: bool) -> tuple[str | None, bool, bool]:

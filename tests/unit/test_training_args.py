@@ -101,8 +101,28 @@ def test_cpu_arguments() -> None:
     assert args["use_cpu"] is True and args["bf16"] is False and args["deepspeed"] is None
     rehearsal = sft_arguments(replace(cfg, deepspeed="zero3"), 2, gpu=False)
     assert rehearsal["use_cpu"] is False  # DeepSpeed on CPU joins over gloo (launch.join_deepspeed)
-    with pytest.raises(ValueError, match="bf16 needs a GPU"):
-        sft_arguments(replace(cfg, precision="bf16"), 1, gpu=False)
+    with pytest.raises(ValueError, match="bf16 needs a GPU or a CPU with native bf16"):
+        sft_arguments(replace(cfg, precision="bf16", deepspeed="zero3"), 2, gpu=False)
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_cpu_precision_auto_follows_native_bf16(amx: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto: bf16 autocast on a CPU with AMX (fp32 weights), fp32 elsewhere and under DeepSpeed;
+    an explicit bf16 on a CPU without it is an error naming the field; fp32 stays fp32."""
+    monkeypatch.setattr(launch, "cpu_computes_bf16", lambda: amx)
+    cfg = replace(load_config(CriticSFTConfig, CONFIGS / "sft.tiny.yaml"), precision="auto")
+    args = sft_arguments(cfg, 1, gpu=False)
+    assert args["bf16"] is amx
+    assert sft_arguments(replace(cfg, deepspeed="zero3"), 2, gpu=False)["bf16"] is False
+    assert sft_arguments(replace(cfg, precision="fp32"), 1, gpu=False)["bf16"] is False
+    if amx:
+        assert sft_arguments(replace(cfg, precision="bf16"), 1, gpu=False)["bf16"] is True
+    else:
+        with pytest.raises(ValueError, match="precision: bf16"):
+            sft_arguments(replace(cfg, precision="bf16"), 1, gpu=False)
+    grpo = replace(load_config(CriticGRPOConfig, CONFIGS / "grpo.tiny.yaml"), precision="auto")
+    assert grpo_arguments(grpo, 1, gpu=False)["bf16"] is amx
+    assert grpo_arguments(replace(grpo, precision="fp32"), 1, gpu=False)["bf16"] is False
 
 
 def test_deepspeed_presets_and_files(tmp_path: Path) -> None:
