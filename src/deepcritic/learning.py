@@ -52,12 +52,12 @@ class LearningConfig:
     teacher: Literal["llm", "calculator"] = "calculator"  # calculator: CPU stand-in, see above
     teacher_model: str = "default"  # teacher: llm only (paper: Qwen2.5-72B-Instruct)
     work_dir: str = "outputs/bench_learning"
-    sft_examples: int = 160  # training solutions for seed critiques (half correct, half wrong)
+    sft_examples: int = 128  # training solutions for seed critiques (half correct, half wrong)
     grpo_examples: int = 64  # further training solutions, other problems, for GRPO
     eval_perturbed: int = 40  # held-out GSM8K test solutions (20 problems, balanced)
     processbench_dir: str = ""  # folder with ProcessBench <split>.json files ("" = skip)
     processbench_splits: list[str] = field(default_factory=lambda: ["gsm8k", "math"])
-    eval_processbench: int = 20  # items per split, balanced erroneous / correct
+    eval_processbench: int = 12  # items per split, balanced erroneous / correct (6 + 6)
     processbench_max_steps: int = 6  # only solutions this short (the CPU token budget)
     max_tokens: int = 448  # critique budget at evaluation (and GRPO's completion length)
     eval_temperature: float = 0.6  # paper
@@ -65,14 +65,17 @@ class LearningConfig:
     batch_size: int = 32  # generation rows decoding together
     sft_learning_rate: float = 1e-4  # ours: 135M, a few hundred examples (paper: 1e-5 for 7B)
     sft_epochs: float = (
-        1.0  # paper: 3 (SFT runs at ~80 tokens/s on 2 cores: 20 steps of 8 take ~20 min)
+        1.0  # paper: 3 (SFT runs at ~130 tokens/s on 2 cores: 16 steps of 8 take ~11 min)
     )
     sft_batch_size: int = 8  # examples per optimizer step (paper: 64)
-    # rows per forward pass: on CPU small micro-batches pad less and keep the fp32 logits
-    # (rows x tokens x 49K vocabulary) small; 8 rows of ~1K tokens spent most time allocating
-    sft_micro_batch_size: int = 2
+    # rows per forward pass: on CPU one row pads nothing (compute-bound either way) and keeps the
+    # fp32 logits (rows x tokens x 49K vocabulary) small; 8 rows of ~1K tokens spent most time
+    # allocating them
+    sft_micro_batch_size: int = 1
     sft_max_steps: int = -1  # > 0 overrides epochs
-    grpo_steps: int = 4  # ~4.5 min per step on 2 cores (HF generation of 8 critiques + update)
+    # SFT and GRPO: auto = bf16 on GPU and autocast on CPUs with AMX, else fp32
+    train_precision: Literal["auto", "bf16", "fp32"] = "auto"
+    grpo_steps: int = 4  # ~2 min per step on 2 cores (HF generation of 8 critiques + update)
     grpo_learning_rate: float = 1e-5  # ours (the local preset's)
     grpo_generations: int = 4  # group size (paper-scale runs: 8)
     grpo_batch_size: int = 8  # completions per step (2 prompts x 4)
@@ -192,15 +195,22 @@ def evaluate_stage(
     }
 
 
+def _finished(out_dir: Path, stage: str) -> str | None:
+    """The stage's ``final`` checkpoint when an earlier run finished it (then it is reused)."""
+    final = out_dir / "final"
+    if not (final / "config.json").is_file():
+        return None
+    log.info("%s: reusing %s", stage, final)
+    return str(final)
+
+
 def train_sft(config: LearningConfig, data: Path, out_dir: Path) -> tuple[str, dict[str, Any]]:
     """SFT of the base model on the seed critiques (skipped when ``final`` already exists)."""
     from deepcritic.sft import CriticSFTConfig
     from deepcritic.sft import run as run_sft
 
-    final = out_dir / "final"
-    if (final / "config.json").is_file():
-        log.info("sft: reusing %s", final)
-        return str(final), {"reused": True}
+    if final := _finished(out_dir, "sft"):
+        return final, {"reused": True}
     result = run_sft(
         CriticSFTConfig(
             data=str(data),
@@ -213,6 +223,7 @@ def train_sft(config: LearningConfig, data: Path, out_dir: Path) -> tuple[str, d
             max_length=2048,
             max_steps=config.sft_max_steps,
             gradient_checkpointing=False,  # small models on CPU: memory is not the limit
+            precision=config.train_precision,
             save_steps=50,
             save_total_limit=1,
             seed=config.seed,
@@ -229,10 +240,8 @@ def train_grpo(
     from deepcritic.grpo import CriticGRPOConfig
     from deepcritic.grpo import run as run_grpo
 
-    final = out_dir / "final"
-    if (final / "config.json").is_file():
-        log.info("grpo: reusing %s", final)
-        return str(final), {"reused": True}
+    if final := _finished(out_dir, "grpo"):
+        return final, {"reused": True}
     result = run_grpo(
         CriticGRPOConfig(
             model=model,
@@ -244,7 +253,7 @@ def train_grpo(
             learning_rate=config.grpo_learning_rate,
             per_device_train_batch_size=config.grpo_batch_size,
             max_steps=config.grpo_steps,
-            precision="auto",
+            precision=config.train_precision,
             save_steps=max(1, config.grpo_steps // 2),
             save_total_limit=1,
             seed=config.seed,
