@@ -1,6 +1,6 @@
 """The main job, here: the compiled pipeline end to end with KFP's local runner.
 
-    python pipelines/run_local.py            # embedded default: SmolLM2-135M-Instruct, <= 15 min
+    python pipelines/run_local.py            # embedded default: SmolLM2-135M-Instruct, ~10 min
     python pipelines/run_local.py --tiny     # random tiny model: the wiring check the e2e test runs
 
 Runs ``pipelines/deepcritic.yaml`` exactly as compiled with ``kfp.local.SubprocessRunner
@@ -40,7 +40,7 @@ from deepcritic.runtime import PROFILES, pipeline_arguments  # noqa: E402
 
 @dataclass
 class LocalConfig:
-    profile: str = "local"  # tiny (random model, ~1 min) | local (SmolLM2-135M, <= 15 min)
+    profile: str = "local"  # tiny (random model, ~1 min) | local (SmolLM2-135M, ~10 min)
     pipeline: str = "pipelines/deepcritic.yaml"  # the compiled pipeline (run as compiled)
     work_dir: str = "outputs/local"  # pipeline root, MLflow server store, run volume, cluster
     tracking_uri: str | None = None  # None = start a local `mlflow server` (HTTP) for the run
