@@ -203,12 +203,11 @@ def _validate(config: CriticGRPOConfig) -> None:
 
 
 def _use_bf16(config: CriticGRPOConfig, gpu: bool) -> bool:
-    """auto: bf16 on GPU, and autocast on a CPU with native bf16 (AMX) outside DeepSpeed."""
-    from deepcritic.launch import cpu_computes_bf16
+    from deepcritic.launch import auto_bf16
 
     if config.precision != "auto":
         return config.precision == "bf16"
-    return gpu or (not config.deepspeed and cpu_computes_bf16())
+    return auto_bf16(gpu, config.deepspeed)
 
 
 def accumulation(config: CriticGRPOConfig, world: int) -> int:

@@ -184,6 +184,12 @@ def cpu_computes_bf16() -> bool:
     return bool(probe and probe())
 
 
+def auto_bf16(gpu: bool, deepspeed: str | None) -> bool:
+    """``precision: auto`` for SFT and GRPO: bf16 on GPU; on CPU, bf16 autocast where it is native
+    (:func:`cpu_computes_bf16`) and not under DeepSpeed's CPU rehearsal; else fp32."""
+    return gpu or (not deepspeed and cpu_computes_bf16())
+
+
 # DeepSpeed configs by name ("auto" values are filled by transformers from the trainer arguments).
 # bf16 under ZeRO: bf16 weights and gradients for compute, fp32 master weights and Adam states in
 # the optimizer partitions (DeepSpeed keeps them whenever bf16 is enabled).

@@ -184,12 +184,11 @@ def use_bf16(config: CriticSFTConfig, gpu: bool | None = None) -> bool:
         import torch
 
         gpu = torch.cuda.is_available()
-    if gpu or config.precision == "fp32":
-        return config.precision != "fp32"
+    if config.precision == "fp32":
+        return False
     from deepcritic import launch
 
-    # CPU: bf16 autocast only where it is native (AMX), and not under DeepSpeed's CPU rehearsal
-    native = launch.cpu_computes_bf16() and not config.deepspeed
+    native = launch.auto_bf16(gpu, config.deepspeed)
     if config.precision == "bf16" and not native:
         raise ValueError(
             "precision: bf16 needs a GPU or a CPU with native bf16 (AMX) without DeepSpeed; "
