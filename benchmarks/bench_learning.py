@@ -1,4 +1,4 @@
-"""The learning benchmark: base -> SFT -> GRPO on the same held-out items (see deepcritic.learning).
+"""The learning benchmark: base -> SFT -> GRPO on the same held-out items (see deepcritic.stages.learning).
 
     python benchmarks/bench_learning.py                       # CPU, SmolLM2-135M, ~60 min on 2 cores
     python benchmarks/bench_learning.py --teacher llm         # the LLM teacher instead (slow on CPU)
@@ -27,7 +27,7 @@ SHARED_PROCESSBENCH = ROOT.parent / "shared" / "data" / "processbench"
 
 def main(argv: list[str] | None = None) -> int:
     from deepcritic.config import add_dataclass_arguments, config_from_args
-    from deepcritic.learning import LearningConfig, run
+    from deepcritic.stages.learning import LearningConfig, run
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -127,8 +127,8 @@ class Run:
 def load_preset(stage: str, preset: str) -> Any:
     """The stage's typed config from ``configs/<stage>.<preset>.yaml``."""
     from deepcritic.config import load_config
-    from deepcritic.grpo import CriticGRPOConfig
-    from deepcritic.sft import CriticSFTConfig
+    from deepcritic.stages.grpo import CriticGRPOConfig
+    from deepcritic.stages.sft import CriticSFTConfig
 
     path = CONFIGS / f"{stage}.{preset}.yaml"
     if not path.is_file():
@@ -138,7 +138,7 @@ def load_preset(stage: str, preset: str) -> Any:
 
 def run_from_config(config: Any, world: int, gpu: bool = True) -> Run:
     """The memory-relevant settings of an SFT or GRPO config for ``world`` GPUs."""
-    from deepcritic.sft import CriticSFTConfig, batch_plan
+    from deepcritic.stages.sft import CriticSFTConfig, batch_plan
 
     ds = str(config.deepspeed or "")
     zero = 3 if ds.startswith("zero3") else 2 if ds == "zero2" else 0

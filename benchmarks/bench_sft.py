@@ -3,7 +3,7 @@
     python benchmarks/bench_sft.py                 # CPU part (+ GPU part when CUDA is present)
     python benchmarks/bench_sft.py --cpu-steps 3 --models tiny
 
-CPU: the real stage path (``deepcritic.sft.build_trainer``) on critique chats built from
+CPU: the real stage path (``deepcritic.stages.sft.build_trainer``) on critique chats built from
 ProcessBench items in the seed format, fp32, gradient checkpointing.
 
 GPU: a Qwen2.5-1.5B-shaped model with random weights (config dict below; no download), bf16, on
@@ -51,8 +51,8 @@ PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, per
 def critique_rows(n: int, seed: int = 0, repeat_body: int = 1) -> list[dict[str, Any]]:
     """Prompt/completion chats in the seed stage's format (ProcessBench problems and steps)."""
     from deepcritic.records import Solution
-    from deepcritic.seed.generate import format_messages
-    from deepcritic.seed.teacher import steps_to_critique
+    from deepcritic.stages.seed.generate import format_messages
+    from deepcritic.stages.seed.teacher import steps_to_critique
 
     rng = random.Random(seed)
     items = json.loads(PROCESSBENCH.read_text())
@@ -108,7 +108,7 @@ def _sync() -> None:
 
 
 def bench_cpu(model: str, steps: int, batch: int, out: Path) -> dict[str, float]:
-    from deepcritic.sft import CriticSFTConfig, build_trainer
+    from deepcritic.stages.sft import CriticSFTConfig, build_trainer
 
     cfg = CriticSFTConfig(
         model=model,

@@ -20,8 +20,8 @@ def evaluate(
     import json
     import os
 
-    from deepcritic.evaluate import EvalConfig, run
     from deepcritic.runtime import ensure_parent_run, stage_config
+    from deepcritic.stages.evaluate import EvalConfig, run
 
     ensure_parent_run()
     extra = [f"generation.model={model.path}", f"out={results.path}",
@@ -50,9 +50,9 @@ def evaluate_base(
     import json
     import os
 
-    from deepcritic.evaluate import EvalConfig, run
     from deepcritic.platform.storage import cache_dir, has_run_volume, safe_name
     from deepcritic.runtime import ensure_parent_run, stage_config
+    from deepcritic.stages.evaluate import EvalConfig, run
 
     ensure_parent_run()
     out = cache_dir("base-eval", safe_name(base_model)) if has_run_volume() else "base-eval"

@@ -34,9 +34,9 @@ def grpo(
     from pathlib import Path
 
     from deepcritic.config import to_dict
-    from deepcritic.grpo import CriticGRPOConfig, read_result, run
     from deepcritic.images import image as image_ref
     from deepcritic.runtime import ensure_parent_run, stage_config
+    from deepcritic.stages.grpo import CriticGRPOConfig, read_result, run
 
     ensure_parent_run()
     key = "mc_path" if data_source == "mc" else "labels_path"

@@ -16,8 +16,8 @@ def mc_annotate(
     metrics: Output[Metrics],
 ) -> int:
     """Sample solutions, roll out every step prefix, write canonical JSONL; returns rows written."""
-    from deepcritic.mc import MCConfig, run
     from deepcritic.runtime import ensure_parent_run, stage_config
+    from deepcritic.stages.mc import MCConfig, run
 
     ensure_parent_run()
     extra = [f"problems={problems}", f"out_dir={labels.path}"]

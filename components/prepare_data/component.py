@@ -16,8 +16,8 @@ def prepare_data(
     metrics: Output[Metrics],
 ) -> int:
     """Returns the number of solutions written (``limit`` 0 = all)."""
-    from deepcritic.data.prepare import PrepareConfig, run
     from deepcritic.runtime import ensure_parent_run, stage_config
+    from deepcritic.stages.prepare import PrepareConfig, run
 
     ensure_parent_run()
     extra = [f"source={source}", f"out={train.path}"] + ([f"limit={limit}"] if limit > 0 else [])

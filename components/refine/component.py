@@ -18,7 +18,7 @@ def refine(
     metrics: Output[Metrics],
 ) -> float:
     """Accuracy before/after, w->c and c->w for the critic and the baseline; returns acc after."""
-    from deepcritic.refine import RefineConfig, run
+    from deepcritic.critic.refine import RefineConfig, run
     from deepcritic.runtime import ensure_parent_run, stage_config
 
     ensure_parent_run()

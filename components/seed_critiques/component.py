@@ -28,8 +28,8 @@ def seed_critiques(
 
     from deepcritic.platform.storage import has_run_volume, run_dir
     from deepcritic.runtime import ensure_parent_run, stage_config
-    from deepcritic.seed.config import SeedConfig
-    from deepcritic.seed.stage import run
+    from deepcritic.stages.seed.config import SeedConfig
+    from deepcritic.stages.seed.stage import run
 
     ensure_parent_run()
     # On the run volume a retried shard resumes where it stopped; the task output gets a copy.
@@ -57,8 +57,8 @@ def seed_finalize(
     import shutil
 
     from deepcritic.runtime import ensure_parent_run, stage_config
-    from deepcritic.seed.config import SeedConfig
-    from deepcritic.seed.stage import run
+    from deepcritic.stages.seed.config import SeedConfig
+    from deepcritic.stages.seed.stage import run
 
     ensure_parent_run()
     for part in shards:

@@ -34,7 +34,7 @@ def sft(
     from deepcritic.config import to_dict
     from deepcritic.images import image as image_ref
     from deepcritic.runtime import ensure_parent_run, stage_config
-    from deepcritic.sft import CriticSFTConfig, read_result, run
+    from deepcritic.stages.sft import CriticSFTConfig, read_result, run
 
     ensure_parent_run()
     if launcher == "trainjob":

@@ -17,8 +17,8 @@ def verify_vote(
     metrics: Output[Metrics],
 ) -> float:
     """Accuracy of plain vs critic-verified majority voting for each k; returns verified@max k."""
+    from deepcritic.critic.voting import VotingConfig, run
     from deepcritic.runtime import ensure_parent_run, stage_config
-    from deepcritic.voting import VotingConfig, run
 
     ensure_parent_run()
     extra = [f"critic.model={critic.path}", f"problems={problems}", f"out={results.path}",

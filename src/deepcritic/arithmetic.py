@@ -1,6 +1,6 @@
 r"""Arithmetic written in a step: find ``<expression> = <value>`` and recompute it.
 
-Used by the calculator stand-in teacher (:mod:`deepcritic.seed.calculator`) and by the GSM8K
+Used by the calculator stand-in teacher (:mod:`deepcritic.stages.seed.calculator`) and by the GSM8K
 perturbation source (:mod:`deepcritic.data.perturb`, to pick perturbations a reader can check).
 Only + - * / and parentheses are evaluated (an ``ast`` walk, never ``eval``).
 """

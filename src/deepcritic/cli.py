@@ -14,15 +14,15 @@ import sys
 
 # Stage modules that contribute a subcommand, in help order.
 STAGE_MODULES = (
-    "deepcritic.evaluate",
+    "deepcritic.stages.evaluate",
     "deepcritic.scoring",
-    "deepcritic.data.prepare",
-    "deepcritic.seed",
-    "deepcritic.sft",
-    "deepcritic.mc",
-    "deepcritic.grpo",
-    "deepcritic.voting",
-    "deepcritic.refine",
+    "deepcritic.stages.prepare",
+    "deepcritic.stages.seed",
+    "deepcritic.stages.sft",
+    "deepcritic.stages.mc",
+    "deepcritic.stages.grpo",
+    "deepcritic.critic.voting",
+    "deepcritic.critic.refine",
     "deepcritic.registry",
     "deepcritic.serve.server",
 )

@@ -59,10 +59,10 @@ COMMANDS: dict[str, tuple[tuple[str, ...], ...]] = {
 }  # fmt: skip
 IMPORTS: dict[str, tuple[str, ...]] = {
     "pipeline-base": ("kfp", "kfp.kubernetes", "kubernetes", "deepcritic.runtime",
-                      "deepcritic.data.prepare", "deepcritic.registry", "deepcritic.images"),
-    "train": ("trl", "accelerate", "deepcritic.sft", "deepcritic.grpo", "deepcritic.launch", "kfp"),
-    "generate": ("vllm", "deepcritic.generation.vllm", "deepcritic.seed.stage", "deepcritic.mc",
-                 "deepcritic.evaluate", "kfp"),
+                      "deepcritic.stages.prepare", "deepcritic.registry", "deepcritic.images"),
+    "train": ("trl", "accelerate", "deepcritic.stages.sft", "deepcritic.stages.grpo", "deepcritic.launch", "kfp"),
+    "generate": ("vllm", "deepcritic.generation.vllm", "deepcritic.stages.seed.stage", "deepcritic.stages.mc",
+                 "deepcritic.stages.evaluate", "kfp"),
     "serve": ("vllm", "kserve", "deepcritic.serve.server", "deepcritic.serve.model"),
     "mlflow": ("mlflow.server", "psycopg2", "boto3"),
 }  # fmt: skip

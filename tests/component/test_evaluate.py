@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from deepcritic import evaluate
 from deepcritic.cli import main
 from deepcritic.generation import BackendConfig
 from deepcritic.scoring import compute_metrics
+from deepcritic.stages import evaluate
 
 
 def _config(tmp_path: Path, model: str, bench: Path, **kw: object) -> evaluate.EvalConfig:

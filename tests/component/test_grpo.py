@@ -10,10 +10,10 @@ import pytest
 
 from deepcritic.data.perturb import load_perturbed
 from deepcritic.grader import render_answer
-from deepcritic.grpo import CriticGRPOConfig, load_training_solutions, run
 from deepcritic.prompting import critique_messages
 from deepcritic.records import DataError, Solution, write_jsonl
 from deepcritic.rewards import first_error_reward
+from deepcritic.stages.grpo import CriticGRPOConfig, load_training_solutions, run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/component/conftest.py
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from deepcritic.learning import LearningConfig, format_report, run
+from deepcritic.stages.learning import LearningConfig, format_report, run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

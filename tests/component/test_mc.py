@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from deepcritic.generation import BackendConfig, Completion, GenerationStats, Prompt, SamplingParams
-from deepcritic.mc import MCConfig, estimate_prefixes, run, shard_paths
 from deepcritic.records import read_solutions
+from deepcritic.stages.mc import MCConfig, estimate_prefixes, run, shard_paths
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/component/conftest.py
 

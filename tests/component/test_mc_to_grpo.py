@@ -10,11 +10,11 @@ import pytest
 
 from deepcritic.config import load_config
 from deepcritic.grader import label_to_step, render_answer
-from deepcritic.grpo import CriticGRPOConfig, build_dataset, load_training_solutions
-from deepcritic.grpo import run as grpo_run
-from deepcritic.mc import MCConfig
-from deepcritic.mc import run as mc_run
 from deepcritic.rewards import first_error_reward
+from deepcritic.stages.grpo import CriticGRPOConfig, build_dataset, load_training_solutions
+from deepcritic.stages.grpo import run as grpo_run
+from deepcritic.stages.mc import MCConfig
+from deepcritic.stages.mc import run as mc_run
 
 CONFIGS = Path(str(resources.files("deepcritic") / "configs"))
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from deepcritic import refine, voting
 from deepcritic.cli import main
+from deepcritic.critic import refine, voting
 from deepcritic.data.loaders import load_problems
 from deepcritic.generation import Backend, Completion, GenerationStats, Prompt, SamplingParams
 

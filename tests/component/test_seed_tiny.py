@@ -10,8 +10,8 @@ import mlflow
 from deepcritic import grader
 from deepcritic.config import load_config
 from deepcritic.records import Solution, write_jsonl
-from deepcritic.seed import SeedConfig, run
-from deepcritic.seed.store import load_records, shard_path
+from deepcritic.stages.seed import SeedConfig, run
+from deepcritic.stages.seed.store import load_records, shard_path
 
 CONFIGS = Path(__file__).resolve().parents[2] / "src" / "deepcritic" / "configs"
 

@@ -9,11 +9,12 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from deepcritic import grader, seed
+from deepcritic import grader
 from deepcritic.config import load_config
 from deepcritic.models import load_causal_lm
 from deepcritic.records import DataError, write_jsonl
-from deepcritic.sft import CriticSFTConfig, build_trainer, load_examples, run
+from deepcritic.stages import seed
+from deepcritic.stages.sft import CriticSFTConfig, build_trainer, load_examples, run
 from support.scripted_backend import ScriptedBackend, SeedTeacher, toy_solution
 
 CONFIGS = Path(__file__).resolve().parents[2] / "src" / "deepcritic" / "configs"

@@ -79,7 +79,7 @@ def test_cli_registers_seed_and_sft() -> None:
         ["seed", "--shard", "1/4", "--backend", "vllm", "--indepth.n", "8"]
     )
     from deepcritic.config import config_from_args
-    from deepcritic.seed import SeedConfig
+    from deepcritic.stages.seed import SeedConfig
 
     cfg = config_from_args(SeedConfig, seed_args)
     assert cfg.shard == "1/4" and cfg.generation.kind == "vllm" and cfg.indepth.n == 8

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from deepcritic import seed
 from deepcritic.config import load_config, to_dict
 from deepcritic.platform import storage, trainjob
 from deepcritic.platform.cluster import LocalCluster
 from deepcritic.records import write_jsonl
-from deepcritic.sft import CriticSFTConfig
+from deepcritic.stages import seed
+from deepcritic.stages.sft import CriticSFTConfig
 from support.scripted_backend import ScriptedBackend, SeedTeacher, toy_solution
 from support.trainer_crd import validate
 
@@ -112,8 +112,8 @@ def test_grpo_trainjob_on_two_local_workers(
 ) -> None:
     import mlflow
 
-    from deepcritic.grpo import CriticGRPOConfig, read_result
     from deepcritic.models import load_causal_lm
+    from deepcritic.stages.grpo import CriticGRPOConfig, read_result
 
     folder = trainjob.stage_files("grpo")
     policy = trainjob.put_on_volume(tiny_model_path, folder / "inputs" / "sft_model")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from deepcritic import voting
 from deepcritic.answers import answers_match
 from deepcritic.cli import main
+from deepcritic.critic import voting
 from deepcritic.data.loaders import load_problems
 from deepcritic.generation import Backend
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from deepcritic import grader
 from deepcritic.generation import BackendConfig
 from deepcritic.records import Solution, read_solutions, write_jsonl
-from deepcritic.seed import SeedConfig, run
-from deepcritic.seed.calculator import critique_record, critique_step
+from deepcritic.stages.seed import SeedConfig, run
+from deepcritic.stages.seed.calculator import critique_record, critique_step
 
 PROBLEM = "Natalia sold clips to 48 friends in April and half as many in May. How many in all?"
 STEPS = ["Natalia sold 48/2 = 24 clips in May.", "Natalia sold 48+24 = 72 clips in all."]

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from deepcritic.data import prepare
-from deepcritic.data.prepare import PrepareConfig, eval_path, register_cli, run, split_by_problem
 from deepcritic.records import DataError, Solution, read_solutions
+from deepcritic.stages import prepare
+from deepcritic.stages.prepare import PrepareConfig, eval_path, register_cli, run, split_by_problem
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "data"
 

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from deepcritic import evaluate
 from deepcritic.config import ConfigError, load_config
-from deepcritic.evaluate import Benchmark, EvalConfig, parse_benchmark, settings_key
 from deepcritic.generation import BackendConfig, Completion, Prompt, SamplingParams
 from deepcritic.grader import render_answer
+from deepcritic.stages import evaluate
+from deepcritic.stages.evaluate import Benchmark, EvalConfig, parse_benchmark, settings_key
 from support.scripted_backend import ScriptedBackend
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "data"
 MRGSM8K = FIXTURES / "mrgsm8k_released_format.json"
-PAPER = Path(evaluate.__file__).parent / "configs" / "evaluate.paper.yaml"
+PAPER = Path(evaluate.__file__).parents[1] / "configs" / "evaluate.paper.yaml"
 
 
 def test_benchmark_entries_in_every_shape() -> None:

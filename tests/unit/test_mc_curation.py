@@ -11,8 +11,8 @@ import pytest
 
 from deepcritic.data.problems import load_problems
 from deepcritic.generation import Completion, Prompt, SamplingParams
-from deepcritic.mc import MCConfig, run
 from deepcritic.records import DataError, read_solutions
+from deepcritic.stages.mc import MCConfig, run
 from support.scripted_backend import ScriptedBackend
 
 PROBLEM = {
@@ -128,10 +128,10 @@ def test_numinamath_rows_without_a_boxed_answer(tmp_path: Path) -> None:
 
 
 def test_paper_preset_budgets() -> None:
-    from deepcritic import mc
     from deepcritic.config import load_config
+    from deepcritic.stages import mc
 
-    cfg = load_config(MCConfig, Path(mc.__file__).parent / "configs" / "mc.paper.yaml")
+    cfg = load_config(MCConfig, Path(mc.__file__).parents[1] / "configs" / "mc.paper.yaml")
     assert cfg.problems.startswith("numinamath:") and cfg.skip_invalid
     assert (cfg.sample_max_tokens, cfg.sample_top_p, cfg.sample_temperature) == (2048, 1.0, 1.0)
     assert (cfg.rollout_max_tokens, cfg.rollout_top_p, cfg.rollout_temperature) == (4096, 0.9, 0.7)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deepcritic.mc import MCLabel, in_shard, label_from_estimates, parse_shard, prefix_prompt
+from deepcritic.stages.mc import MCLabel, in_shard, label_from_estimates, parse_shard, prefix_prompt
 
 
 def test_clean_error_at_first_zero_after_success() -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from deepcritic import runtime
 from deepcritic.config import ConfigError
-from deepcritic.seed.config import SeedConfig
+from deepcritic.stages.seed.config import SeedConfig
 
 
 def test_stage_config_layers_preset_and_overrides() -> None:

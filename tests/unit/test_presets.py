@@ -12,15 +12,15 @@ import yaml
 from deepcritic.config import load_config
 
 STAGE_CONFIGS = {
-    "prepare": "deepcritic.data.prepare:PrepareConfig",
-    "seed": "deepcritic.seed.config:SeedConfig",
-    "sft": "deepcritic.sft:CriticSFTConfig",
-    "mc": "deepcritic.mc:MCConfig",
-    "grpo": "deepcritic.grpo:CriticGRPOConfig",
-    "evaluate": "deepcritic.evaluate:EvalConfig",
+    "prepare": "deepcritic.stages.prepare:PrepareConfig",
+    "seed": "deepcritic.stages.seed.config:SeedConfig",
+    "sft": "deepcritic.stages.sft:CriticSFTConfig",
+    "mc": "deepcritic.stages.mc:MCConfig",
+    "grpo": "deepcritic.stages.grpo:CriticGRPOConfig",
+    "evaluate": "deepcritic.stages.evaluate:EvalConfig",
     "serve": "deepcritic.serve.config:ServeConfig",
-    "voting": "deepcritic.voting:VotingConfig",
-    "refine": "deepcritic.refine:RefineConfig",
+    "voting": "deepcritic.critic.voting:VotingConfig",
+    "refine": "deepcritic.critic.refine:RefineConfig",
 }
 CONFIG_DIR = Path(str(resources.files("deepcritic") / "configs"))
 PRESETS = sorted(p for p in CONFIG_DIR.glob("*.yaml") if not p.name.startswith("pipeline."))

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from deepcritic import refine
-from deepcritic.generation import Completion, GenerationStats, Prompt, SamplingParams
-from deepcritic.refine import (
+from deepcritic.critic import refine
+from deepcritic.critic.refine import (
     Attempt,
     Plan,
     RefineConfig,
@@ -22,6 +21,7 @@ from deepcritic.refine import (
     refine_prefill,
     summarize,
 )
+from deepcritic.generation import Completion, GenerationStats, Prompt, SamplingParams
 
 SECTIONED = (
     "**Critique of Step 1**\n1+1 is 2, fine.\n**Judgement**: \\boxed{1}\n\n"

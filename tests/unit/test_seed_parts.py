@@ -10,10 +10,15 @@ import pytest
 from deepcritic import grader
 from deepcritic.generation import Completion
 from deepcritic.records import DataError
-from deepcritic.seed.config import SeedConfig, parse_shard
-from deepcritic.seed.generate import critique_body, format_messages, roundtrip_ok
-from deepcritic.seed.store import load_records, select_shard, shard_of
-from deepcritic.seed.teacher import VERDICT_PREFIX, forced_prefill, read_verdict, steps_to_critique
+from deepcritic.stages.seed.config import SeedConfig, parse_shard
+from deepcritic.stages.seed.generate import critique_body, format_messages, roundtrip_ok
+from deepcritic.stages.seed.store import load_records, select_shard, shard_of
+from deepcritic.stages.seed.teacher import (
+    VERDICT_PREFIX,
+    forced_prefill,
+    read_verdict,
+    steps_to_critique,
+)
 from support.scripted_backend import toy_solution
 
 

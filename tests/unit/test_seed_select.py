@@ -13,9 +13,9 @@ import pytest
 from deepcritic.config import from_dict
 from deepcritic.data.prm800k import load_prm800k
 from deepcritic.records import Solution, write_jsonl
-from deepcritic.seed import SeedConfig, run
-from deepcritic.seed.select import select_inputs
-from deepcritic.seed.teacher import indepth_prompt, initial_prompt, merge_prompt
+from deepcritic.stages.seed import SeedConfig, run
+from deepcritic.stages.seed.select import select_inputs
+from deepcritic.stages.seed.teacher import indepth_prompt, initial_prompt, merge_prompt
 from support.scripted_backend import ScriptedBackend, SeedTeacher
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "data"

@@ -13,8 +13,8 @@ from deepcritic.config import from_dict
 from deepcritic.generation import Completion, Prompt, SamplingParams
 from deepcritic.prompting import critique_messages
 from deepcritic.records import Solution, write_jsonl
-from deepcritic.seed import SeedConfig, run
-from deepcritic.seed.store import load_records, shard_path
+from deepcritic.stages.seed import SeedConfig, run
+from deepcritic.stages.seed.store import load_records, shard_path
 from support.scripted_backend import (
     ScriptedBackend,
     SeedTeacher,

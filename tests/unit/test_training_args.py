@@ -12,10 +12,10 @@ import pytest
 
 from deepcritic import launch
 from deepcritic.config import load_config
-from deepcritic.grpo import CriticGRPOConfig
-from deepcritic.grpo import trainer_arguments as grpo_arguments
-from deepcritic.sft import CriticSFTConfig, batch_plan
-from deepcritic.sft import trainer_arguments as sft_arguments
+from deepcritic.stages.grpo import CriticGRPOConfig
+from deepcritic.stages.grpo import trainer_arguments as grpo_arguments
+from deepcritic.stages.sft import CriticSFTConfig, batch_plan
+from deepcritic.stages.sft import trainer_arguments as sft_arguments
 
 CONFIGS = Path(__file__).resolve().parents[2] / "src" / "deepcritic" / "configs"
 
@@ -74,7 +74,7 @@ def test_batch_plan_keeps_the_effective_batch_or_refuses() -> None:
 
 
 def test_grpo_accumulation_needs_whole_groups() -> None:
-    from deepcritic.grpo import accumulation
+    from deepcritic.stages.grpo import accumulation
 
     cfg = CriticGRPOConfig(
         num_generations=8, per_device_train_batch_size=2, effective_batch_size=512

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from deepcritic import voting
-from deepcritic.generation import Completion, GenerationStats, Prompt, SamplingParams
-from deepcritic.voting import (
+from deepcritic.critic import voting
+from deepcritic.critic.voting import (
     ProblemSamples,
     ScoredSample,
     VotingConfig,
@@ -20,6 +19,7 @@ from deepcritic.voting import (
     verified_vote,
     vote_answers,
 )
+from deepcritic.generation import Completion, GenerationStats, Prompt, SamplingParams
 
 
 def _exact(a: str | None, b: str) -> bool:

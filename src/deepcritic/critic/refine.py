@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Literal
 from deepcritic import tracking
 from deepcritic.answers import answers_match, extract_final_answer
 from deepcritic.config import add_dataclass_arguments, config_from_args
+from deepcritic.critic.voting import ProblemLike, load_problem_set, shared_backends
 from deepcritic.generation import Backend, BackendConfig, Prompt, SamplingParams
 from deepcritic.grader import NO_ERROR, Judgment, label_to_step, parse_critique
 from deepcritic.prompting import (
@@ -42,7 +43,6 @@ from deepcritic.prompting import (
     strip_step_prefix,
 )
 from deepcritic.records import write_jsonl
-from deepcritic.voting import ProblemLike, load_problem_set, shared_backends
 
 log = logging.getLogger(__name__)
 

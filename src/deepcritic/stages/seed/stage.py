@@ -17,12 +17,12 @@ from deepcritic.config import add_dataclass_arguments, config_from_args
 from deepcritic.data.loaders import detect_format
 from deepcritic.generation import Backend, make_backend
 from deepcritic.records import DataError, LoadReport, Solution, read_solutions
-from deepcritic.seed import calculator
-from deepcritic.seed.config import SeedConfig, parse_shard
-from deepcritic.seed.finalize import finalize, missing_shards
-from deepcritic.seed.generate import critique_chunk
-from deepcritic.seed.select import select_inputs
-from deepcritic.seed.store import (
+from deepcritic.stages.seed import calculator
+from deepcritic.stages.seed.config import SeedConfig, parse_shard
+from deepcritic.stages.seed.finalize import finalize, missing_shards
+from deepcritic.stages.seed.generate import critique_chunk
+from deepcritic.stages.seed.select import select_inputs
+from deepcritic.stages.seed.store import (
     append_records,
     check_unique,
     done_path,
@@ -47,7 +47,7 @@ class SeedResult:
 
 def load_inputs(config: SeedConfig, counts: Counter[str]) -> list[Solution]:
     """Read the solutions (unique ids required) and select the ones to critique
-    (:func:`deepcritic.seed.select.select_inputs`); every skip is counted."""
+    (:func:`deepcritic.stages.seed.select.select_inputs`); every skip is counted."""
     if not config.data:
         raise ValueError("data: path to the step-labelled solutions JSONL is required")
     if Path(config.data).is_file() and detect_format(config.data) == "prm800k":

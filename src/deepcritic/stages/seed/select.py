@@ -23,8 +23,8 @@ from collections import Counter
 from collections.abc import Sequence
 
 from deepcritic.records import Solution
-from deepcritic.seed.config import SeedConfig
-from deepcritic.seed.teacher import steps_to_critique
+from deepcritic.stages.seed.config import SeedConfig
+from deepcritic.stages.seed.teacher import steps_to_critique
 
 log = logging.getLogger(__name__)
 

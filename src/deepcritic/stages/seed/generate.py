@@ -17,8 +17,8 @@ from deepcritic import grader
 from deepcritic.generation import Backend, Prompt, SamplingParams
 from deepcritic.prompting import critique_messages
 from deepcritic.records import Solution
-from deepcritic.seed.config import SeedConfig
-from deepcritic.seed.teacher import (
+from deepcritic.stages.seed.config import SeedConfig
+from deepcritic.stages.seed.teacher import (
     Verdict,
     count_verdicts,
     expected_verdict,

@@ -17,7 +17,7 @@ printed, written to ``<work_dir>/report.json`` + ``learning.png`` and logged to 
 runs nest under one ``learning`` run). Finished work is reused on a rerun: seed records, a trained
 ``final`` checkpoint, and evaluate's cached predictions.
 
-``teacher: calculator`` is a labelled CPU stand-in (:mod:`deepcritic.seed.calculator`); the
+``teacher: calculator`` is a labelled CPU stand-in (:mod:`deepcritic.stages.seed.calculator`); the
 method's LLM teacher (``teacher: llm``, the seed stage's production default) runs with
 ``teacher_model``. The held-out items are never used to choose settings.
 """
@@ -151,8 +151,8 @@ def seed_critiques(
     config: LearningConfig, data: Path, out_dir: Path
 ) -> tuple[Path, dict[str, int]]:
     """SFT data from the configured teacher (the seed stage itself, resumable)."""
-    from deepcritic.seed import SeedConfig
-    from deepcritic.seed import run as run_seed
+    from deepcritic.stages.seed import SeedConfig
+    from deepcritic.stages.seed import run as run_seed
 
     seed_config = SeedConfig(
         teacher=config.teacher,
@@ -174,8 +174,8 @@ def evaluate_stage(
     config: LearningConfig, model: str, benchmarks: dict[str, Path], out: Path
 ) -> dict[str, dict[str, Any]]:
     """The evaluate stage on every held-out file; metrics and critique stats per benchmark."""
-    from deepcritic.evaluate import EvalConfig
-    from deepcritic.evaluate import run as run_eval
+    from deepcritic.stages.evaluate import EvalConfig
+    from deepcritic.stages.evaluate import run as run_eval
 
     result = run_eval(
         EvalConfig(
@@ -206,8 +206,8 @@ def _finished(out_dir: Path, stage: str) -> str | None:
 
 def train_sft(config: LearningConfig, data: Path, out_dir: Path) -> tuple[str, dict[str, Any]]:
     """SFT of the base model on the seed critiques (skipped when ``final`` already exists)."""
-    from deepcritic.sft import CriticSFTConfig
-    from deepcritic.sft import run as run_sft
+    from deepcritic.stages.sft import CriticSFTConfig
+    from deepcritic.stages.sft import run as run_sft
 
     if final := _finished(out_dir, "sft"):
         return final, {"reused": True}
@@ -237,8 +237,8 @@ def train_grpo(
     config: LearningConfig, model: str, data: Path, out_dir: Path
 ) -> tuple[str, dict[str, Any]]:
     """GRPO from the SFT model with the method's reward (the one grader, strict mode)."""
-    from deepcritic.grpo import CriticGRPOConfig
-    from deepcritic.grpo import run as run_grpo
+    from deepcritic.stages.grpo import CriticGRPOConfig
+    from deepcritic.stages.grpo import run as run_grpo
 
     if final := _finished(out_dir, "grpo"):
         return final, {"reused": True}

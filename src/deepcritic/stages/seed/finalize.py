@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from deepcritic import grader
-from deepcritic.seed.config import SeedConfig, parse_shard
-from deepcritic.seed.store import (
+from deepcritic.stages.seed.config import SeedConfig, parse_shard
+from deepcritic.stages.seed.store import (
     check_unique,
     done_path,
     load_records,

@@ -63,7 +63,7 @@ class SeedConfig:
     }
 
     # llm: the method's teacher (paper: Qwen2.5-72B-Instruct); calculator: a labelled CPU stand-in
-    # for solutions that show their arithmetic (deepcritic.seed.calculator), no model at all
+    # for solutions that show their arithmetic (deepcritic.stages.seed.calculator), no model at all
     teacher: Teacher = "llm"
     data: str = ""  # canonical JSONL of step-labelled solutions (`deepcritic prepare` output)
     out_dir: str = "outputs/seed"

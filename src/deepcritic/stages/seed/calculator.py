@@ -1,7 +1,7 @@
 r"""A CPU stand-in teacher: critiques that verify arithmetic by recomputing it (no LLM).
 
 **Not the method's teacher.** The paper's seed critiques come from a large LLM (Qwen2.5-72B-Instruct,
-:mod:`deepcritic.seed.generate`), and that stays the default (``teacher: llm``). A 135M model on two
+:mod:`deepcritic.stages.seed.generate`), and that stays the default (``teacher: llm``). A 135M model on two
 CPU cores writes no usable verification, so SFT on its critiques can teach only the verdict format
 and a label prior. ``teacher: calculator`` writes critiques that carry real verification content
 for solutions whose steps show their arithmetic (GSM8K-style ``48/2 = 24``): for every equation
@@ -14,7 +14,7 @@ with the label. Dropped, and counted: ``calculator_blind`` (the wrong step shows
 calculator can check, e.g. a perturbed value with no visible expression) and
 ``calculator_disagrees`` (a step labelled correct whose written value does not recompute, e.g. a
 rounded value, or a step labelled wrong whose equations all hold). Records have the shape of
-:func:`deepcritic.seed.generate.seed_record`, so finalize, balance and SFT are unchanged.
+:func:`deepcritic.stages.seed.generate.seed_record`, so finalize, balance and SFT are unchanged.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from deepcritic.arithmetic import (
     values_match,
 )
 from deepcritic.records import Solution
-from deepcritic.seed.generate import seed_record
-from deepcritic.seed.teacher import CORRECT, WRONG, expected_verdict, steps_to_critique
+from deepcritic.stages.seed.generate import seed_record
+from deepcritic.stages.seed.teacher import CORRECT, WRONG, expected_verdict, steps_to_critique
 
 # the inverse check of ``a op b = c``: (operator written, how c and b give back a)
 _INVERSE = {"+": "-", "-": "+", "*": "/", "/": "*"}
