@@ -10,7 +10,7 @@ What a pod on the cluster has, and nothing more:
   it and sets ``HOME`` before exec'ing Python (as a pod starts in an empty container).
 * **One shared disk, the run volume**: a folder standing in for the ReadWriteMany claim
   (``$DEEPCRITIC_RUN_VOLUME``), where model caches, shards and checkpoints live.
-* **A stand-in API server** (:class:`deepcritic.platform.cluster.LocalCluster`) with the claim
+* **A stand-in API server** (:class:`deepcritic.platform.local_cluster.LocalCluster`) with the claim
   pre-provisioned and the local KServe / Trainer controllers, named by ``$DEEPCRITIC_CLUSTER``.
 
 Not rehearsed: container images, GPU scheduling, Istio/JWT, object-store credentials, node loss.
@@ -29,7 +29,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from deepcritic.platform.cluster import CLUSTER_ENV, LocalCluster
+from deepcritic.platform.cluster import CLUSTER_ENV
+from deepcritic.platform.connect import default_controllers
+from deepcritic.platform.local_cluster import LocalCluster
 from deepcritic.platform.processes import free_port
 from deepcritic.platform.storage import RUN_ID_ENV, RUN_VOLUME_ENV, claim_manifest
 
@@ -53,7 +55,7 @@ class LocalTopology:
         self.run_volume = work / "run-volume"
         self.tasks = work / "tasks" / self.run_id
         self.pipeline_root = work / "pipeline_root"
-        self.cluster = LocalCluster(work / "cluster")
+        self.cluster = LocalCluster(work / "cluster", default_controllers())
         self._given_uri = tracking_uri
         self.tracking_uri = tracking_uri or ""
         self._server: subprocess.Popen[bytes] | None = None

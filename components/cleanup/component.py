@@ -19,7 +19,7 @@ def cleanup(
     import os
 
     from deepcritic.platform.cleanup import cleanup as run_cleanup
-    from deepcritic.platform.cluster import current
+    from deepcritic.platform.connect import current
 
     run_id = os.environ.get("KFP_RUN_ID") or status.pipeline_job_resource_name
     result = run_cleanup(current(namespace), run_id=run_id, state=status.state,

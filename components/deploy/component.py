@@ -17,7 +17,7 @@ def deploy(
     smoke_request: bool,
 ) -> str:
     """Returns the rollout as JSON: pinned model URI, previous one, endpoint URL, smoke answer."""
-    from deepcritic.platform.cluster import current
+    from deepcritic.platform.connect import current
     from deepcritic.platform.deploy import DeploySpec, rollout
     from deepcritic.runtime import ensure_parent_run
     from deepcritic.tracking import registry_client

@@ -9,7 +9,7 @@ from deepcritic.images import image
 @dsl.component(base_image=image("pipeline-base"), install_kfp_package=False)
 def volume_ready(claim: str, namespace: str, timeout_s: int) -> str:
     """Returns the claim's phase."""
-    from deepcritic.platform.cluster import current
+    from deepcritic.platform.connect import current
     from deepcritic.platform.storage import wait_for_claim
 
     return wait_for_claim(current(namespace), claim, timeout_s=float(timeout_s))

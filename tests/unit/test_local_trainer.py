@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from deepcritic.platform.cluster import LocalCluster, condition, is_true
+from deepcritic.platform.cluster import condition, is_true
+from deepcritic.platform.local_cluster import LocalCluster
 from deepcritic.platform.local_trainer import LocalTrainer
 
 API = "trainer.kubeflow.org/v1alpha1"

@@ -14,7 +14,8 @@ import pytest
 
 from deepcritic.platform import cleanup as cleanup_mod
 from deepcritic.platform import deploy, storage
-from deepcritic.platform.cluster import Conflict, LocalCluster, NotFound, merge_patch
+from deepcritic.platform.cluster import Conflict, NotFound, merge_patch
+from deepcritic.platform.local_cluster import LocalCluster
 from support.k8s_schemas import validate
 
 # ---------------------------------------------------------------- the local API server

@@ -28,7 +28,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from deepcritic.data.loaders import Row, collect, fail, require
+from deepcritic.data.rows import Row, collect, fail, require
 from deepcritic.records import DataError, LoadReport, Solution
 
 PACKAGE = "champ_dataset"

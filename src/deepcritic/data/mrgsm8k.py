@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deepcritic.data.loaders import Row, fail, load_json_file
+from deepcritic.data.rows import Row, fail, load_json_file
 from deepcritic.prompting import strip_step_prefix
 from deepcritic.records import LoadReport, Solution
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from deepcritic.data.loaders import (
+from deepcritic.data.rows import (
     Row,
     SkipRow,
     fail,

@@ -30,7 +30,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from deepcritic.data.loaders import Row, collect, fail, iter_json_rows, require
+from deepcritic.data.rows import Row, collect, fail, iter_json_rows, require
 from deepcritic.grader import find_boxes
 from deepcritic.records import LoadReport
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from deepcritic.data.loaders import Row, collect, fail, load_json_file, require
+from deepcritic.data.rows import Row, collect, fail, load_json_file, require
 from deepcritic.records import LoadReport, Solution
 
 HUB_DATASET = "Qwen/ProcessBench"

@@ -45,7 +45,7 @@ from deepcritic.models import load_causal_lm
 if TYPE_CHECKING:
     import torch
 
-    from deepcritic.generation import BackendConfig
+    from deepcritic.generation.config import BackendConfig
 
 log = logging.getLogger(__name__)
 

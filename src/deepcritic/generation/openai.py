@@ -43,7 +43,6 @@ from typing import Any, Literal
 import httpx
 from tqdm.auto import tqdm
 
-from deepcritic.generation import BackendConfig
 from deepcritic.generation.base import (
     Completion,
     GenerationStats,
@@ -56,6 +55,7 @@ from deepcritic.generation.base import (
     finish_reason_from,
     match_choice,
 )
+from deepcritic.generation.config import BackendConfig
 from deepcritic.prompting import load_prompt, render_template
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from deepcritic.generation import BackendConfig
 from deepcritic.generation.base import (
     Completion,
     GenerationStats,
@@ -45,6 +44,7 @@ from deepcritic.generation.base import (
     finish_reason_from,
     match_choice,
 )
+from deepcritic.generation.config import BackendConfig
 from deepcritic.models import resolve_model
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from deepcritic.platform.cluster import LocalCluster, Obj
+from deepcritic.platform.cluster import Obj
+from deepcritic.platform.local_cluster import LocalCluster
 from deepcritic.platform.processes import free_port, pid_alive, stop_group
 
 KIND = "InferenceService"

@@ -1,7 +1,7 @@
 """The rehearsal's Kubeflow Trainer: runs a TrainJob object's command as local worker processes.
 
 :class:`LocalTrainer` is the :class:`~deepcritic.platform.cluster.Controller` that
-:class:`~deepcritic.platform.cluster.LocalCluster` calls for the ``TrainJob`` kind. It takes the
+:class:`~deepcritic.platform.local_cluster.LocalCluster` calls for the ``TrainJob`` kind. It takes the
 exact object the launcher submitted and does what the Trainer's torch runtime does on a cluster:
 ``numNodes`` node processes (one per pod), each running ``spec.trainer.command`` with the
 Trainer's ``PET_NNODES`` / ``PET_NPROC_PER_NODE`` / ``PET_NODE_RANK`` / ``PET_MASTER_ADDR`` /
@@ -36,7 +36,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from deepcritic.platform.cluster import LocalCluster, Obj
+from deepcritic.platform.cluster import Obj
+from deepcritic.platform.local_cluster import LocalCluster
 from deepcritic.platform.processes import free_port, pid_alive, signal_group
 
 log = logging.getLogger(__name__)

@@ -127,13 +127,22 @@ def fetch(uri: str, *, cache: Path | None = None) -> Path:
     return _entry(target)
 
 
+def model_cache() -> Path:
+    """Where models (and inputs fetched outside a run) are cached: ``$DEEPCRITIC_CACHE``, else the
+    run volume's model cache when one is mounted (every task and trainer pod of a run shares it),
+    else ``~/.cache/deepcritic``."""
+    if os.environ.get("DEEPCRITIC_CACHE"):
+        return Path(os.environ["DEEPCRITIC_CACHE"])
+    if has_run_volume():
+        return run_volume() / "cache" / "models"
+    return Path.home() / ".cache" / "deepcritic"
+
+
 def _input_cache(scheme: str) -> Path:
     """The run volume's cache when mounted, else ``$DEEPCRITIC_CACHE``/``~/.cache/deepcritic``."""
     if has_run_volume():
         return cache_dir(scheme)
-    from deepcritic.models import cache_dir as home_cache
-
-    path = home_cache() / "inputs" / scheme
+    path = model_cache() / "inputs" / scheme
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -440,7 +440,7 @@ def run_stage(
     """The launcher task's whole job: config on the volume, TrainJob, wait, checkpoint path.
 
     ``cluster`` defaults to the one this task talks to, in ``namespace`` ("": its own)."""
-    from deepcritic.platform import cluster as cluster_mod
+    from deepcritic.platform.connect import current
 
     spec = spec_for_stage(stage, config, task, image, deadline_s=int(timeout_s), **spec_kw)
-    return run_trainjob(cluster or cluster_mod.current(namespace), spec, timeout_s, poll_s)
+    return run_trainjob(cluster or current(namespace), spec, timeout_s, poll_s)
