@@ -64,12 +64,12 @@ $(UV):
 # resolved together (linux x86_64, Python 3.11), then CI's requirements.lock and each image's
 # images/<name>/requirements.lock within that set (existing pins kept where they still fit).
 lock: $(UV)
-	PATH=$(CURDIR)/$(TOOLS)/bin:$$PATH PYTHONPATH=src $(PY) -m deepcritic.image_locks
+	PATH=$(CURDIR)/$(TOOLS)/bin:$$PATH PYTHONPATH=src:. $(PY) -m images.tools.locks
 
 # No Docker: every image lock resolves for linux x86_64; the CPU images install from their locks
-# into throwaway venvs and start their entry points (see deepcritic.image_check).
+# into throwaway venvs and start their entry points (see images.tools.check).
 images-check: $(UV)
-	PATH=$(CURDIR)/$(TOOLS)/bin:$$PATH PYTHONPATH=src $(PY) -m deepcritic.image_check \
+	PATH=$(CURDIR)/$(TOOLS)/bin:$$PATH PYTHONPATH=src:. $(PY) -m images.tools.check \
 	  --install $(IMAGES_INSTALL) $(if $(VLLM_CPU),--vllm-cpu)
 
 clean:

@@ -3,7 +3,7 @@ run's TrainJobs, its run-volume folder (on success, or when asked) and, when ask
 
 from kfp import dsl
 
-from deepcritic.images import image
+from deepcritic.platform.images import image
 
 
 @dsl.component(base_image=image("pipeline-base"), install_kfp_package=False)

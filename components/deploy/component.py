@@ -4,7 +4,7 @@ the API server; in the rehearsal to the local stand-in, which runs ``deepcritic 
 
 from kfp import dsl
 
-from deepcritic.images import image
+from deepcritic.platform.images import image
 
 
 @dsl.component(base_image=image("pipeline-base"), install_kfp_package=False)

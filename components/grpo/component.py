@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from deepcritic.images import image
+from deepcritic.platform.images import image
 
 
 @dsl.component(base_image=image("train"), install_kfp_package=False)
@@ -34,7 +34,7 @@ def grpo(
     from pathlib import Path
 
     from deepcritic.config import to_dict
-    from deepcritic.images import image as image_ref
+    from deepcritic.platform.images import image as image_ref
     from deepcritic.runtime import ensure_parent_run, stage_config
     from deepcritic.stages.grpo import CriticGRPOConfig, read_result, run
 

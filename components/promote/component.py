@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 from kfp import dsl
 
-from deepcritic.images import image
+from deepcritic.platform.images import image
 
 
 @dsl.component(base_image=image("pipeline-base"), install_kfp_package=False)

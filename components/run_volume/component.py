@@ -3,7 +3,7 @@ that no task starts mounting a claim the run is still creating (``create_run_vol
 
 from kfp import dsl
 
-from deepcritic.images import image
+from deepcritic.platform.images import image
 
 
 @dsl.component(base_image=image("pipeline-base"), install_kfp_package=False)

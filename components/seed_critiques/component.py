@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
 
-from deepcritic.images import image
+from deepcritic.platform.images import image
 
 
 @dsl.component(base_image=image("pipeline-base"), install_kfp_package=False)

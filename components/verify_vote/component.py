@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from deepcritic.images import image
+from deepcritic.platform.images import image
 
 
 @dsl.component(base_image=image("generate"), install_kfp_package=False)

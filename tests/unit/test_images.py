@@ -11,18 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from images.tools import locks as image_locks
+from images.tools.digests import pin_bases, record_digests
+from images.tools.locks import LOCKS, SHARED, disagreements, parse_lock, read_lock
 
-from deepcritic import image_locks
-from deepcritic.image_locks import LOCKS, SHARED, disagreements, parse_lock, read_lock
-from deepcritic.images import (
-    CUDA_SUFFIX,
-    IMAGES,
-    Image,
-    build_images,
-    image,
-    pin_bases,
-    record_digests,
-)
+from deepcritic.platform.images import CUDA_SUFFIX, IMAGES, Image, build_images, image
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILES = sorted((ROOT / "images").glob("*/Dockerfile"))
@@ -256,7 +249,7 @@ def test_registry_and_version_setting_and_recorded_digests() -> None:
 
 def test_environment_setting_reaches_the_table() -> None:
     env = {"DEEPCRITIC_IMAGE_REGISTRY": "registry.example/x", "DEEPCRITIC_IMAGE_VERSION": "9.9.9"}
-    code = "from deepcritic.images import REGISTRY, image; print(image('train'), REGISTRY)"
+    code = "from deepcritic.platform.images import REGISTRY, image; print(image('train'), REGISTRY)"
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env},
                          capture_output=True, text=True, check=True)  # fmt: skip
     assert out.stdout.split() == [
@@ -300,7 +293,7 @@ def test_pin_bases_pins_external_froms_only() -> None:
 
 
 def test_image_check_covers_every_image_and_real_subcommands() -> None:
-    from deepcritic import image_check
+    from images.tools import check as image_check
 
     assert (
         set(image_check.COMMANDS) == set(image_check.IMPORTS) == set(IMAGES) == set(LOCKS) - {"ci"}
@@ -317,7 +310,7 @@ def test_image_check_covers_every_image_and_real_subcommands() -> None:
 
 
 def test_image_check_rejects_unknown_images() -> None:
-    from deepcritic import image_check
+    from images.tools import check as image_check
 
     with pytest.raises(SystemExit):
         image_check.main(["--install", "nope"])
@@ -325,7 +318,7 @@ def test_image_check_rejects_unknown_images() -> None:
 
 def test_entry_point_failure_names_the_command(tmp_path: Path) -> None:
     """A command of the image that does not start fails the check, naming it."""
-    from deepcritic.image_check import CheckError, start_entry_points
+    from images.tools.check import CheckError, start_entry_points
 
     bin_dir = tmp_path / "venv" / "bin"
     bin_dir.mkdir(parents=True)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from deepcritic.images import IMAGES
+from deepcritic.platform.images import IMAGES
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"

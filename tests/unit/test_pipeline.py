@@ -11,7 +11,7 @@ from unittest import mock
 import pytest
 import yaml
 
-from deepcritic.images import IMAGES, image
+from deepcritic.platform.images import IMAGES, image
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -154,7 +154,7 @@ def test_run_volume_is_mounted_where_needed(compiled: tuple[dict, dict]) -> None
 
 
 def test_images_come_from_one_registry_and_tag(compiled: tuple[dict, dict]) -> None:
-    from deepcritic import images
+    from deepcritic.platform import images
 
     spec, _ = compiled
     executors = spec["deploymentSpec"]["executors"]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from deepcritic.images import IMAGES
+from deepcritic.platform.images import IMAGES
 from deepcritic.platform.trainjob import CONTAINER, DEFAULT_RUNTIME
 from support.trainer_crd import validate
 

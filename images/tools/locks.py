@@ -8,7 +8,7 @@ images run. The CPU locks (CI and ``pipeline-base``) take ``torch==<same>+cpu`` 
 wheels instead (an override; ``--torch-cpu-source``).
 
 Only the standard library is imported here: ``make lock`` runs it with a bare ``python3`` and uv,
-before any virtual environment exists. The image check (no Docker) is :mod:`deepcritic.image_check`.
+before any virtual environment exists. The image check (no Docker) is :mod:`images.tools.check`.
 """
 
 from __future__ import annotations
@@ -239,7 +239,7 @@ def disagreements(root: Path) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deepcritic.image_locks", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m images.tools.locks", description=__doc__)
     parser.add_argument("names", nargs="*", default=list(LOCKS), help=f"locks ({', '.join(LOCKS)})")
     parser.add_argument("--root", type=Path, default=Path.cwd())
     parser.add_argument(
