@@ -138,7 +138,7 @@ def load_preset(stage: str, preset: str) -> Any:
 
 def run_from_config(config: Any, world: int, gpu: bool = True) -> Run:
     """The memory-relevant settings of an SFT or GRPO config for ``world`` GPUs."""
-    from deepcritic.stages.sft import CriticSFTConfig, batch_plan
+    from deepcritic.stages.sft_config import CriticSFTConfig, batch_plan
 
     ds = str(config.deepspeed or "")
     zero = 3 if ds.startswith("zero3") else 2 if ds == "zero2" else 0

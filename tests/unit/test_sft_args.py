@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from deepcritic.stages.sft import checkpointing_args
+from deepcritic.stages.sft_config import checkpointing_args
 
 
 @dataclass

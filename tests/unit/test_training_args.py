@@ -14,8 +14,8 @@ from deepcritic import launch
 from deepcritic.config import load_config
 from deepcritic.stages.grpo import CriticGRPOConfig
 from deepcritic.stages.grpo import trainer_arguments as grpo_arguments
-from deepcritic.stages.sft import CriticSFTConfig, batch_plan
-from deepcritic.stages.sft import trainer_arguments as sft_arguments
+from deepcritic.stages.sft_config import CriticSFTConfig, batch_plan
+from deepcritic.stages.sft_config import trainer_arguments as sft_arguments
 
 CONFIGS = Path(__file__).resolve().parents[2] / "src" / "deepcritic" / "configs"
 
