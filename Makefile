@@ -26,7 +26,7 @@ VLLM_CPU ?=
 # `make demo CLEAN_CACHE=` reuses ~/.cache/deepcritic (or $DEEPCRITIC_CACHE) instead.
 CLEAN_CACHE ?= scripts/with-clean-cache
 
-.PHONY: setup demo demo-tiny rehearse test lint typecheck unit lock images-check clean
+.PHONY: setup demo demo-tiny rehearse test lint typecheck unit lock images-check clean gpu-check rehearse-vllm
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
@@ -78,3 +78,10 @@ images-check: $(UV)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache outputs mlflow.db mlartifacts
+
+# The GPU acceptance run (one H100/H200, no network, <= 8 minutes; docs/gpu-check.md). Without
+# CUDA it is the CPU dry run CI runs (tiny shapes; CUDA-only rows say "skipped: needs CUDA").
+# The device has no .venv: GPU_PY=python3 there. GPU_CHECK_ARGS e.g. --tokenizer DIR.
+GPU_PY ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PY))
+gpu-check:
+	$(CLEAN_CACHE) env PYTHONPATH=$(CURDIR)/src $(GPU_PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)

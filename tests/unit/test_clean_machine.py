@@ -18,7 +18,7 @@ from deepcritic.image_locks import LOCKS, LockSpec, normalize, read_lock
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "with-clean-cache"
 # The make targets that run models: each must go through $(CLEAN_CACHE).
-MODEL_TARGETS = ("test", "demo", "demo-tiny", "rehearse", "images-check")
+MODEL_TARGETS = ("test", "demo", "demo-tiny", "rehearse", "images-check", "gpu-check")
 
 
 def _direct_requirements(spec: LockSpec) -> set[str]:
