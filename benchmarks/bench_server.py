@@ -94,7 +94,7 @@ def start_server(
     model: str, port: int, batching: bool, args: argparse.Namespace
 ) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "deepcritic.cli", "serve", "--model-uri", model, "--port", str(port),
-           "--generation.device", "cpu", "--generation.batch-size", str(args.max_batch_size),
+           "--backend", args.backend, "--generation.device", args.device, "--generation.batch-size", str(args.max_batch_size),
            "--batching.enabled", str(batching).lower(), "--batching.max-batch-size", str(args.max_batch_size),
            "--batching.max-wait-ms", str(args.max_wait_ms), "--max-tokens", str(args.max_tokens),
            "--limits.max-prompt-tokens", "8192"]  # fmt: skip
@@ -190,16 +190,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-wait-ms", type=float, default=2.0)
     p.add_argument("--direct-repeats", type=int, default=10, help="paired direct/server calls")
     p.add_argument("--out", help="write the figures as JSON here")
+    p.add_argument("--backend", default="hf", help="hf | vllm (the server's generation backend)")
+    p.add_argument("--device", default="cpu", help="hf backend's device: cpu | cuda")
+    p.add_argument("--modes", default="on,off", help="batching modes to measure: on,off | on")
     args = p.parse_args(argv)
 
     requests = load_requests(64, args.max_tokens)
     print(f"model={args.model} max_tokens={args.max_tokens} levels={args.levels}", flush=True)
     overhead: list[float] = [float("nan")] * 3
     results = bench_mode(args.model, True, requests, args, overhead)
-    results += bench_mode(args.model, False, requests, args, [])
+    if "off" in args.modes.split(","):
+        results += bench_mode(args.model, False, requests, args, [])
     by = {(r.batching, r.clients): r for r in results}
     top = max(args.levels)
-    speedup = by[("on", top)].throughput_rps / by[("off", top)].throughput_rps
+    off = by.get(("off", top))
+    speedup = by[("on", top)].throughput_rps / off.throughput_rps if off else float("nan")
     print(f"throughput at {top} clients, batching on/off: {speedup:.2f}x (target >= 4x)")
     print(f"p50 overhead of the server (batching on, 1 client) over a direct backend call: "
           f"{overhead[2]:+.1%} paired; direct p50 {overhead[0]:.3f}s, server p50 {overhead[1]:.3f}s "
