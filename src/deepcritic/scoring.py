@@ -16,6 +16,12 @@ after the marker closes a per-step verdict) are dropped too, as the DeepCritic r
 critics trained to write the marker. The label with the most votes wins; a tie goes to the label
 that appeared first among the samples (what ``collections.Counter.most_common`` does in the
 official voting script). A single output (``output``) with ``require_marker`` is read the same way.
+
+``parser: official`` (``deepcritic score --parser official``) reads ``output``/``outputs`` as the
+authors' ``eval.py`` does instead (:func:`deepcritic.grader.official_step` and
+:func:`~deepcritic.grader.official_vote_step`; ``require_marker`` is then the script's rule for
+DeepCritic models: keep samples containing ``**Answer**:``). Rows carrying a ready ``prediction``
+are read the same under both parsers.
 """
 
 from __future__ import annotations
@@ -31,7 +37,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from deepcritic.grader import is_match, judge
+from deepcritic.grader import (
+    PARSERS,
+    is_match,
+    judge,
+    official_step,
+    official_vote_step,
+    step_to_label,
+)
 from deepcritic.records import DataError, Solution, iter_jsonl
 
 log = logging.getLogger(__name__)
@@ -105,6 +118,28 @@ def vote_outputs(outputs: Sequence[str], *, require_marker: bool = False) -> int
     return majority_vote(usable_label(o, require_marker=require_marker) for o in outputs)
 
 
+def check_parser(parser: str, where: str = "parser") -> str:
+    if parser not in PARSERS:
+        raise ValueError(f"{where}: must be one of {PARSERS}, got {parser!r}")
+    return parser
+
+
+def read_output(text: str, *, parser: str = "strict", require_marker: bool = False) -> int | None:
+    """One critique's 0-based prediction under ``parser`` (official: eval.py's single branch)."""
+    if check_parser(parser) == "official":
+        return step_to_label(official_step(text))
+    return usable_label(text, require_marker=require_marker)
+
+
+def read_outputs(
+    outputs: Sequence[str], *, parser: str = "strict", require_marker: bool = False
+) -> int | None:
+    """k critiques' voted 0-based prediction under ``parser`` (official: eval.py's Maj@k)."""
+    if check_parser(parser) == "official":
+        return step_to_label(official_vote_step(list(outputs), require_marker=require_marker))
+    return vote_outputs(outputs, require_marker=require_marker)
+
+
 # --- predictions files -------------------------------------------------------------------
 
 
@@ -121,7 +156,9 @@ def _prediction_value(row: dict[str, Any], source: str, line: int) -> int | None
     return int(value)
 
 
-def _row_prediction(row: Any, source: str, line: int, require_marker: bool) -> int | None:
+def _row_prediction(
+    row: Any, source: str, line: int, require_marker: bool, parser: str
+) -> int | None:
     if not isinstance(row, dict):
         raise DataError(source, line, None, "expected a JSON object")
     if "prediction" in row:
@@ -129,17 +166,20 @@ def _row_prediction(row: Any, source: str, line: int, require_marker: bool) -> i
     if "output" in row:
         if not isinstance(row["output"], str):
             raise DataError(source, line, "output", "must be a string")
-        return usable_label(row["output"], require_marker=require_marker)
+        return read_output(row["output"], parser=parser, require_marker=require_marker)
     if "outputs" in row:
         outs = row["outputs"]
         if not isinstance(outs, list) or not all(isinstance(o, str) for o in outs):
             raise DataError(source, line, "outputs", "must be a list of strings")
-        return vote_outputs(outs, require_marker=require_marker)
+        return read_outputs(outs, parser=parser, require_marker=require_marker)
     raise DataError(source, line, "prediction", "row needs 'prediction', 'output' or 'outputs'")
 
 
-def read_predictions(path: str | Path, *, require_marker: bool = False) -> dict[str, int | None]:
+def read_predictions(
+    path: str | Path, *, require_marker: bool = False, parser: str = "strict"
+) -> dict[str, int | None]:
     """Read a predictions JSONL into ``{id: 0-based prediction or None}``."""
+    check_parser(parser, "--parser")
     preds: dict[str, int | None] = {}
     for line, row in iter_jsonl(path):
         if not isinstance(row, dict) or row.get("id") is None:
@@ -147,7 +187,7 @@ def read_predictions(path: str | Path, *, require_marker: bool = False) -> dict[
         rid = str(row["id"])
         if rid in preds:
             raise DataError(str(path), line, "id", f"duplicate id {rid!r}")
-        preds[rid] = _row_prediction(row, str(path), line, require_marker)
+        preds[rid] = _row_prediction(row, str(path), line, require_marker, parser)
     return preds
 
 
@@ -178,6 +218,12 @@ def register_cli(subparsers: Any) -> None:
         action="store_true",
         help="drop critic outputs without an **Answer**: marker (voting and single outputs)",
     )
+    p.add_argument(
+        "--parser",
+        choices=PARSERS,
+        default="strict",
+        help="strict: the project's grader; official: the authors' eval.py reading, exactly",
+    )
     p.set_defaults(func=_score_main)
 
 
@@ -185,7 +231,9 @@ def _score_main(args: argparse.Namespace) -> int:
     from deepcritic.data.loaders import load_solutions
 
     records, _report = load_solutions(args.benchmark)
-    preds = read_predictions(args.predictions, require_marker=args.require_marker)
+    preds = read_predictions(
+        args.predictions, require_marker=args.require_marker, parser=args.parser
+    )
     metrics = score_records(records, preds)
     sys.stdout.write(json.dumps(metrics.to_dict()) + "\n")
     return 0

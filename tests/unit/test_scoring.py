@@ -107,3 +107,43 @@ def test_missing_ids_count_as_wrong() -> None:
     ]
     m = score_records(recs, {"0": 1})
     assert m.acc_error == 100.0 and m.acc_correct == 0.0 and m.f1 == 0.0
+
+
+def test_score_cli_official_parser_reads_as_eval_py(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from deepcritic.cli import main
+
+    bench = tmp_path / "bench.json"
+    items = [
+        {
+            "id": "a",
+            "generator": "",
+            "problem": "p",
+            "steps": ["s1", "s2", "s3"],
+            "final_answer_correct": False,
+            "label": 2,
+        },
+        {
+            "id": "b",
+            "generator": "",
+            "problem": "p",
+            "steps": ["s1", "s2"],
+            "final_answer_correct": True,
+            "label": -1,
+        },
+    ]
+    bench.write_text(json.dumps(items))
+    preds = tmp_path / "preds.jsonl"
+    rows = [
+        {"id": "a", "output": "**Answer**: \\boxed{3} ... \\boxed{2}"},  # official: 2 (wrong)
+        {"id": "b", "outputs": ["\\boxed{-1}", "\\boxed{ -1 }", "\\boxed{$-1$}"]},
+    ]
+    preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["score", "--benchmark", str(bench), "--predictions", str(preds)]
+    assert main([*args, "--parser", "strict"]) == 0
+    strict = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert strict["acc_error"] == 100.0 and strict["acc_correct"] == 100.0
+    assert main([*args, "--parser", "official"]) == 0
+    official = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert official["acc_error"] == 0.0 and official["acc_correct"] == 100.0
