@@ -191,17 +191,76 @@ def read_predictions(
     return preds
 
 
+@dataclass(frozen=True)
+class Coverage:
+    """How a predictions file lines up with a benchmark (ids compared under :func:`record_keys`)."""
+
+    items: int  # benchmark items
+    matched: int  # items with a prediction
+    extra: int  # predictions whose id names no item (ignored)
+
+    @property
+    def missing(self) -> int:
+        return self.items - self.matched
+
+    def describe(self) -> str:
+        return (
+            f"{self.matched} of {self.items} items have a prediction ({self.missing} missing, "
+            f"counted as wrong); {self.extra} predictions name no item (ignored)"
+        )
+
+
+def record_keys(record: Solution) -> tuple[str, ...]:
+    """The ids a prediction may use for ``record``: the package's id, the benchmark file's own id
+    when a loader recorded it (``meta["source_id"]``) and the id without the loader's
+    ``<source>-`` prefix (MR-GSM8K's file id ``0`` is ``mrgsm8k-0`` inside the package)."""
+    keys = [record.id]
+    own = record.meta.get("source_id")
+    if own is not None:
+        keys.append(str(own))
+    prefix = record.source.split(":", 1)[0] + "-"
+    if record.source and record.id.startswith(prefix) and len(record.id) > len(prefix):
+        keys.append(record.id[len(prefix) :])
+    return tuple(dict.fromkeys(keys))
+
+
+def match_predictions(
+    records: Sequence[Solution], predictions: Mapping[str, int | None]
+) -> tuple[list[int | None], Coverage]:
+    """Each record's prediction (None when missing) and the coverage; an alias that two records
+    share is ignored. No overlap at all is an error naming a few expected and given ids."""
+    owners = Counter(k for r in records for k in record_keys(r)[1:])
+    found: list[str | None] = []
+    for r in records:
+        keys = [r.id, *(k for k in record_keys(r)[1:] if owners[k] == 1)]
+        found.append(next((k for k in keys if k in predictions), None))
+    used = {k for k in found if k is not None}
+    cov = Coverage(len(records), len(used), len(set(predictions) - used))
+    if records and not used:
+        expected = ", ".join(repr(k) for r in records[:3] for k in record_keys(r))
+        given = ", ".join(repr(k) for k in list(predictions)[:5]) or "none"
+        raise ValueError(
+            f"no prediction id matches the benchmark's {len(records)} items: expected ids "
+            f"like {expected}; the predictions give {given} ({len(predictions)} in all)"
+        )
+    return [predictions[k] if k is not None else None for k in found], cov
+
+
 def score_records(
     records: Sequence[Solution], predictions: Mapping[str, int | None]
 ) -> BenchmarkMetrics:
-    """Score predictions by id; an item with no prediction counts as wrong."""
-    missing = sum(1 for r in records if r.id not in predictions)
-    if missing:
-        log.warning("%d of %d items have no prediction (counted as wrong)", missing, len(records))
-    extra = len(set(predictions) - {r.id for r in records})
-    if extra:
-        log.warning("%d predictions name ids that are not in the benchmark (ignored)", extra)
-    return compute_metrics([r.label for r in records], [predictions.get(r.id) for r in records])
+    """Score predictions by id (:func:`record_keys`); an item with no prediction counts as wrong,
+    a partial overlap is logged with its counts, none at all is an error."""
+    return score_with_coverage(records, predictions)[0]
+
+
+def score_with_coverage(
+    records: Sequence[Solution], predictions: Mapping[str, int | None]
+) -> tuple[BenchmarkMetrics, Coverage]:
+    preds, cov = match_predictions(records, predictions)
+    if cov.missing or cov.extra:
+        log.warning("partial overlap: %s", cov.describe())
+    return compute_metrics([r.label for r in records], preds), cov
 
 
 def register_cli(subparsers: Any) -> None:
@@ -234,6 +293,8 @@ def _score_main(args: argparse.Namespace) -> int:
     preds = read_predictions(
         args.predictions, require_marker=args.require_marker, parser=args.parser
     )
-    metrics = score_records(records, preds)
+    metrics, cov = score_with_coverage(records, preds)
+    if cov.missing or cov.extra:
+        print(f"deepcritic score: {cov.describe()}", file=sys.stderr)
     sys.stdout.write(json.dumps(metrics.to_dict()) + "\n")
     return 0
