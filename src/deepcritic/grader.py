@@ -18,11 +18,13 @@ The parsing rule (see the README, "The one grader"):
    no marker whose last box is a per-step verdict is still read by rule 1, with
    ``from_step_verdict=True``.
 
-Two modes of that rule, shared by every consumer:
+Two modes of that rule, shared by every consumer (and a third reading, ``parser: official``, at the
+end of this module: the authors' ``eval.py`` reproduced exactly, for scoring released checkpoints
+as the paper did):
 
-* **official** (``strict=False``, the default): the rule above, including the last-box fallback of
-  the official ProcessBench script. Evaluation of single critiques keeps it, so numbers stay
-  comparable with published ones.
+* **lenient** (``strict=False``, the default): the rule above, including the last-box fallback of
+  the official ProcessBench script (but balanced braces, stripping and the marker rule are the
+  project's). Evaluation of single critiques under ``parser: strict`` keeps it.
 * **strict** (``strict=True``): the judgment the method trains for. Only the bold
   ``**Answer**:`` marker counts (``NO_ANSWER_MARKER`` and no prediction without it), and a box that
   closes a per-step ``Judgement`` is never the judgment (``STEP_VERDICT``): a truncated critique
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 NO_ERROR = -1
@@ -168,7 +171,7 @@ def _verdict_box_offsets(text: str) -> set[int]:
 
 
 def parse_critique(text: str, *, strict: bool = False) -> Judgment:
-    """Apply the parsing rule (module docstring) to one critic output, in official or strict mode."""
+    """Apply the parsing rule (module docstring) to one critic output, in lenient or strict mode."""
     verdicts = parse_step_verdicts(text)
     markers = list((_STRICT_MARKER if strict else _MARKER).finditer(text))
     if markers:
@@ -197,13 +200,13 @@ def judge(text: str, *, strict: bool = False) -> int | None:
     """The 0-based prediction of one critic output in the given mode (None if unusable).
 
     ``strict=True`` is the GRPO reward's and seed filtering's reading (marker required, a per-step
-    verdict never the judgment); ``strict=False`` is the official ProcessBench reading.
+    verdict never the judgment); ``strict=False`` is the lenient reading (last-box fallback).
     """
     return parse_critique(text, strict=strict).label
 
 
 def predicted_label(text: str) -> int | None:
-    """Shorthand: the 0-based prediction of one critic output, official mode (None if unusable)."""
+    """Shorthand: the 0-based prediction of one critic output, lenient mode (None if unusable)."""
     return judge(text)
 
 
@@ -227,3 +230,66 @@ def render_critique(sections: list[tuple[str, bool]]) -> str:
     first_wrong = next((i + 1 for i, (_, ok) in enumerate(sections) if not ok), NO_ERROR)
     parts.append(render_answer(first_wrong))
     return "\n\n".join(parts)
+
+
+# --- the official mode: RUCBM/DeepCritic ProcessBench/code/eval.py, reproduced exactly ---------
+#
+# ``parser: official`` reads critiques the way the authors' evaluation script does, so a
+# released checkpoint is scored as in the paper. Steps are 1-based here, as in the script;
+# :func:`official_label` converts at the edge. Differences from the project's reading (above):
+# no balanced braces (``[^}]*``), the last box anywhere (markers are ignored), no stripping of
+# ``$``/``\text{}``/``Step``, Python's ``int()`` (so ``" +3 "`` reads 3), and in Maj@k the vote is
+# over the raw box strings, converted to an integer only after counting.
+
+PARSERS = ("strict", "official")  # strict: the project's grader; official: the authors' eval.py
+OFFICIAL_MARKER = "**Answer**:"  # eval.py keeps DeepCritic samples containing this, verbatim
+_OFFICIAL_BOX = re.compile(r"\\boxed\{([^}]*)\}")
+
+
+def official_extract_answer(text: str) -> str | None:
+    r"""eval.py ``extract_answer``: the last ``\boxed{([^}]*)}``, stripped; None without one."""
+    matches = _OFFICIAL_BOX.findall(text)
+    return matches[-1].strip() if matches else None
+
+
+def _official_int(box: str | None) -> int | None:
+    """eval.py's ``try: int(pred) except: None`` (Python ``int()`` on the box string)."""
+    if box is None:
+        return None
+    try:
+        return int(box)
+    except ValueError:
+        return None
+
+
+def official_step(text: str) -> int | None:
+    """The 1-based step (or -1) eval.py predicts for one greedy/single critique."""
+    return _official_int(official_extract_answer(text))
+
+
+def official_vote_step(texts: list[str], *, require_marker: bool) -> int | None:
+    """eval.py's Maj@k: with ``require_marker`` (the script's rule for DeepCritic models) only
+    samples containing ``**Answer**:`` count; ``Counter`` over the box strings, first-seen wins a
+    tie, and the winner is then ``int()``-ed (a non-integer winner predicts nothing)."""
+    kept = [t for t in texts if OFFICIAL_MARKER in t] if require_marker else list(texts)
+    boxes = [b for b in (official_extract_answer(t) for t in kept) if b is not None]
+    if not boxes:
+        return None
+    return _official_int(Counter(boxes).most_common(1)[0][0])
+
+
+def official_label(texts: list[str], *, require_marker: bool = True) -> int | None:
+    """The 0-based prediction of eval.py for one item: a single critique is read by
+    :func:`official_step`, several by :func:`official_vote_step`."""
+    if len(texts) == 1:
+        return step_to_label(official_step(texts[0]))
+    return step_to_label(official_vote_step(texts, require_marker=require_marker))
+
+
+def official_tagged_response(steps: list[str]) -> str:
+    """eval.py ``prepare_input_boxed``'s solution text: a step is prefixed ``Step k: `` only when
+    it does not already contain ``"Step "``; steps joined by blank lines, then stripped."""
+    out = ""
+    for k, step in enumerate(steps, start=1):
+        out += (step if "Step " in step else f"Step {k}: {step}") + "\n\n"
+    return out.strip().strip("\n")

@@ -16,6 +16,12 @@ after the marker closes a per-step verdict) are dropped too, as the DeepCritic r
 critics trained to write the marker. The label with the most votes wins; a tie goes to the label
 that appeared first among the samples (what ``collections.Counter.most_common`` does in the
 official voting script). A single output (``output``) with ``require_marker`` is read the same way.
+
+``parser: official`` (``deepcritic score --parser official``) reads ``output``/``outputs`` as the
+authors' ``eval.py`` does instead (:func:`deepcritic.grader.official_step` and
+:func:`~deepcritic.grader.official_vote_step`; ``require_marker`` is then the script's rule for
+DeepCritic models: keep samples containing ``**Answer**:``). Rows carrying a ready ``prediction``
+are read the same under both parsers.
 """
 
 from __future__ import annotations
@@ -31,7 +37,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from deepcritic.grader import is_match, judge
+from deepcritic.grader import (
+    PARSERS,
+    is_match,
+    judge,
+    official_step,
+    official_vote_step,
+    step_to_label,
+)
 from deepcritic.records import DataError, Solution, iter_jsonl
 
 log = logging.getLogger(__name__)
@@ -105,6 +118,28 @@ def vote_outputs(outputs: Sequence[str], *, require_marker: bool = False) -> int
     return majority_vote(usable_label(o, require_marker=require_marker) for o in outputs)
 
 
+def check_parser(parser: str, where: str = "parser") -> str:
+    if parser not in PARSERS:
+        raise ValueError(f"{where}: must be one of {PARSERS}, got {parser!r}")
+    return parser
+
+
+def read_output(text: str, *, parser: str = "strict", require_marker: bool = False) -> int | None:
+    """One critique's 0-based prediction under ``parser`` (official: eval.py's single branch)."""
+    if check_parser(parser) == "official":
+        return step_to_label(official_step(text))
+    return usable_label(text, require_marker=require_marker)
+
+
+def read_outputs(
+    outputs: Sequence[str], *, parser: str = "strict", require_marker: bool = False
+) -> int | None:
+    """k critiques' voted 0-based prediction under ``parser`` (official: eval.py's Maj@k)."""
+    if check_parser(parser) == "official":
+        return step_to_label(official_vote_step(list(outputs), require_marker=require_marker))
+    return vote_outputs(outputs, require_marker=require_marker)
+
+
 # --- predictions files -------------------------------------------------------------------
 
 
@@ -121,7 +156,9 @@ def _prediction_value(row: dict[str, Any], source: str, line: int) -> int | None
     return int(value)
 
 
-def _row_prediction(row: Any, source: str, line: int, require_marker: bool) -> int | None:
+def _row_prediction(
+    row: Any, source: str, line: int, require_marker: bool, parser: str
+) -> int | None:
     if not isinstance(row, dict):
         raise DataError(source, line, None, "expected a JSON object")
     if "prediction" in row:
@@ -129,17 +166,20 @@ def _row_prediction(row: Any, source: str, line: int, require_marker: bool) -> i
     if "output" in row:
         if not isinstance(row["output"], str):
             raise DataError(source, line, "output", "must be a string")
-        return usable_label(row["output"], require_marker=require_marker)
+        return read_output(row["output"], parser=parser, require_marker=require_marker)
     if "outputs" in row:
         outs = row["outputs"]
         if not isinstance(outs, list) or not all(isinstance(o, str) for o in outs):
             raise DataError(source, line, "outputs", "must be a list of strings")
-        return vote_outputs(outs, require_marker=require_marker)
+        return read_outputs(outs, parser=parser, require_marker=require_marker)
     raise DataError(source, line, "prediction", "row needs 'prediction', 'output' or 'outputs'")
 
 
-def read_predictions(path: str | Path, *, require_marker: bool = False) -> dict[str, int | None]:
+def read_predictions(
+    path: str | Path, *, require_marker: bool = False, parser: str = "strict"
+) -> dict[str, int | None]:
     """Read a predictions JSONL into ``{id: 0-based prediction or None}``."""
+    check_parser(parser, "--parser")
     preds: dict[str, int | None] = {}
     for line, row in iter_jsonl(path):
         if not isinstance(row, dict) or row.get("id") is None:
@@ -147,21 +187,80 @@ def read_predictions(path: str | Path, *, require_marker: bool = False) -> dict[
         rid = str(row["id"])
         if rid in preds:
             raise DataError(str(path), line, "id", f"duplicate id {rid!r}")
-        preds[rid] = _row_prediction(row, str(path), line, require_marker)
+        preds[rid] = _row_prediction(row, str(path), line, require_marker, parser)
     return preds
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How a predictions file lines up with a benchmark (ids compared under :func:`record_keys`)."""
+
+    items: int  # benchmark items
+    matched: int  # items with a prediction
+    extra: int  # predictions whose id names no item (ignored)
+
+    @property
+    def missing(self) -> int:
+        return self.items - self.matched
+
+    def describe(self) -> str:
+        return (
+            f"{self.matched} of {self.items} items have a prediction ({self.missing} missing, "
+            f"counted as wrong); {self.extra} predictions name no item (ignored)"
+        )
+
+
+def record_keys(record: Solution) -> tuple[str, ...]:
+    """The ids a prediction may use for ``record``: the package's id, the benchmark file's own id
+    when a loader recorded it (``meta["source_id"]``) and the id without the loader's
+    ``<source>-`` prefix (MR-GSM8K's file id ``0`` is ``mrgsm8k-0`` inside the package)."""
+    keys = [record.id]
+    own = record.meta.get("source_id")
+    if own is not None:
+        keys.append(str(own))
+    prefix = record.source.split(":", 1)[0] + "-"
+    if record.source and record.id.startswith(prefix) and len(record.id) > len(prefix):
+        keys.append(record.id[len(prefix) :])
+    return tuple(dict.fromkeys(keys))
+
+
+def match_predictions(
+    records: Sequence[Solution], predictions: Mapping[str, int | None]
+) -> tuple[list[int | None], Coverage]:
+    """Each record's prediction (None when missing) and the coverage; an alias that two records
+    share is ignored. No overlap at all is an error naming a few expected and given ids."""
+    owners = Counter(k for r in records for k in record_keys(r)[1:])
+    found: list[str | None] = []
+    for r in records:
+        keys = [r.id, *(k for k in record_keys(r)[1:] if owners[k] == 1)]
+        found.append(next((k for k in keys if k in predictions), None))
+    used = {k for k in found if k is not None}
+    cov = Coverage(len(records), len(used), len(set(predictions) - used))
+    if records and not used:
+        expected = ", ".join(repr(k) for r in records[:3] for k in record_keys(r))
+        given = ", ".join(repr(k) for k in list(predictions)[:5]) or "none"
+        raise ValueError(
+            f"no prediction id matches the benchmark's {len(records)} items: expected ids "
+            f"like {expected}; the predictions give {given} ({len(predictions)} in all)"
+        )
+    return [predictions[k] if k is not None else None for k in found], cov
 
 
 def score_records(
     records: Sequence[Solution], predictions: Mapping[str, int | None]
 ) -> BenchmarkMetrics:
-    """Score predictions by id; an item with no prediction counts as wrong."""
-    missing = sum(1 for r in records if r.id not in predictions)
-    if missing:
-        log.warning("%d of %d items have no prediction (counted as wrong)", missing, len(records))
-    extra = len(set(predictions) - {r.id for r in records})
-    if extra:
-        log.warning("%d predictions name ids that are not in the benchmark (ignored)", extra)
-    return compute_metrics([r.label for r in records], [predictions.get(r.id) for r in records])
+    """Score predictions by id (:func:`record_keys`); an item with no prediction counts as wrong,
+    a partial overlap is logged with its counts, none at all is an error."""
+    return score_with_coverage(records, predictions)[0]
+
+
+def score_with_coverage(
+    records: Sequence[Solution], predictions: Mapping[str, int | None]
+) -> tuple[BenchmarkMetrics, Coverage]:
+    preds, cov = match_predictions(records, predictions)
+    if cov.missing or cov.extra:
+        log.warning("partial overlap: %s", cov.describe())
+    return compute_metrics([r.label for r in records], preds), cov
 
 
 def register_cli(subparsers: Any) -> None:
@@ -178,6 +277,12 @@ def register_cli(subparsers: Any) -> None:
         action="store_true",
         help="drop critic outputs without an **Answer**: marker (voting and single outputs)",
     )
+    p.add_argument(
+        "--parser",
+        choices=PARSERS,
+        default="strict",
+        help="strict: the project's grader; official: the authors' eval.py reading, exactly",
+    )
     p.set_defaults(func=_score_main)
 
 
@@ -185,7 +290,11 @@ def _score_main(args: argparse.Namespace) -> int:
     from deepcritic.data.loaders import load_solutions
 
     records, _report = load_solutions(args.benchmark)
-    preds = read_predictions(args.predictions, require_marker=args.require_marker)
-    metrics = score_records(records, preds)
+    preds = read_predictions(
+        args.predictions, require_marker=args.require_marker, parser=args.parser
+    )
+    metrics, cov = score_with_coverage(records, preds)
+    if cov.missing or cov.extra:
+        print(f"deepcritic score: {cov.describe()}", file=sys.stderr)
     sys.stdout.write(json.dumps(metrics.to_dict()) + "\n")
     return 0

@@ -167,3 +167,52 @@ def test_drop_counts_reach_mlflow(
     metrics = mlflow.get_run(result.run_id).data.metrics
     assert metrics["mrgsm8k.samples_dropped"] == 60 and metrics["mrgsm8k.load_skipped"] == 0
     assert metrics["mrgsm8k.n"] == 12
+
+
+def _odd(prompt: Prompt, params: SamplingParams) -> list[str | Completion]:
+    """Outputs the two parsers read differently (issue 23's examples)."""
+    if params.n == 1:
+        return ["**Answer**: \\boxed{2} ... \\boxed{3}"]  # official: last box 3; strict: 2
+    return ["**Answer**: \\boxed{x}"] * 3 + ["**Answer**: \\boxed{2}"] * 2 + ["\\boxed{2}"] * 3
+
+
+@pytest.mark.parametrize(
+    ("samples", "parser", "require_marker", "expected", "votes"),
+    [
+        (1, "strict", True, 1, 1),
+        (1, "official", True, 2, 1),
+        (8, "strict", True, 1, 2),  # the x boxes are unreadable and dropped
+        (8, "official", True, None, 5),  # Counter over box strings: "x" wins, int() fails
+        (8, "official", False, 1, 8),  # unmarked samples vote: "2" x5 beats "x" x3
+    ],
+)
+def test_official_parser_reads_as_eval_py(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    samples: int,
+    parser: str,
+    require_marker: bool,
+    expected: int | None,
+    votes: int,
+) -> None:
+    backend = ScriptedBackend(_odd)
+    monkeypatch.setattr(evaluate, "make_backend", lambda _cfg: backend)
+    cfg = EvalConfig(
+        benchmarks=[f"mrgsm8k=mrgsm8k:{MRGSM8K}"],
+        out=str(tmp_path / "eval"),
+        tracking_uri="off",
+        samples=samples,
+        parser=parser,
+        require_marker=require_marker,
+    )
+    evaluate.run(cfg)
+    rows = _rows(tmp_path)
+    assert {r["prediction"] for r in rows} == {expected}
+    assert {r["votes"] for r in rows} == {votes}
+
+
+def test_parser_is_checked_and_keys_the_cache() -> None:
+    bench = Benchmark("b", "processbench:gsm8k")
+    assert settings_key(EvalConfig(parser="official"), bench) != settings_key(EvalConfig(), bench)
+    with pytest.raises(ValueError, match="parser"):
+        EvalConfig(parser="loose")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -14,6 +16,7 @@ from deepcritic.scoring import (
     compute_metrics,
     harmonic_f1,
     majority_vote,
+    match_predictions,
     read_predictions,
     score_records,
     vote_outputs,
@@ -107,3 +110,111 @@ def test_missing_ids_count_as_wrong() -> None:
     ]
     m = score_records(recs, {"0": 1})
     assert m.acc_error == 100.0 and m.acc_correct == 0.0 and m.f1 == 0.0
+
+
+def test_score_cli_official_parser_reads_as_eval_py(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from deepcritic.cli import main
+
+    bench = tmp_path / "bench.json"
+    items = [
+        {
+            "id": "a",
+            "generator": "",
+            "problem": "p",
+            "steps": ["s1", "s2", "s3"],
+            "final_answer_correct": False,
+            "label": 2,
+        },
+        {
+            "id": "b",
+            "generator": "",
+            "problem": "p",
+            "steps": ["s1", "s2"],
+            "final_answer_correct": True,
+            "label": -1,
+        },
+    ]
+    bench.write_text(json.dumps(items))
+    preds = tmp_path / "preds.jsonl"
+    rows = [
+        {"id": "a", "output": "**Answer**: \\boxed{3} ... \\boxed{2}"},  # official: 2 (wrong)
+        {"id": "b", "outputs": ["\\boxed{-1}", "\\boxed{ -1 }", "\\boxed{$-1$}"]},
+    ]
+    preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["score", "--benchmark", str(bench), "--predictions", str(preds)]
+    assert main([*args, "--parser", "strict"]) == 0
+    strict = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert strict["acc_error"] == 100.0 and strict["acc_correct"] == 100.0
+    assert main([*args, "--parser", "official"]) == 0
+    official = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert official["acc_error"] == 0.0 and official["acc_correct"] == 100.0
+
+
+MRGSM8K_RELEASED = Path(__file__).parents[1] / "fixtures" / "data" / "mrgsm8k_released_format.json"
+
+
+def _released_preds(tmp_path: Path, key: Callable[[dict[str, Any]], Any]) -> Path:
+    items = json.loads(MRGSM8K_RELEASED.read_text())
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text(
+        "".join(json.dumps({"id": key(it), "prediction": it["label"]}) + "\n" for it in items)
+    )
+    return preds
+
+
+@pytest.mark.parametrize("key", [lambda it: it["id"], lambda it: f"mrgsm8k-{it['id']}"])
+def test_mrgsm8k_predictions_keyed_by_the_files_own_ids_score_in_full(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], key: Callable[[dict[str, Any]], Any]
+) -> None:
+    from deepcritic.cli import main
+
+    preds = _released_preds(tmp_path, key)
+    args = ["score", "--benchmark", f"mrgsm8k:{MRGSM8K_RELEASED}", "--predictions", str(preds)]
+    assert main(args) == 0
+    out = capsys.readouterr()
+    got = json.loads(out.out.strip().splitlines()[-1])
+    assert got["n"] == 12 and got["f1"] == 100.0
+    assert "missing" not in out.err
+
+
+def test_no_overlap_is_an_error_naming_expected_and_given_ids(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from deepcritic.cli import main
+
+    preds = _released_preds(tmp_path, lambda it: f"gsm8k-{it['id']}")
+    args = ["score", "--benchmark", f"mrgsm8k:{MRGSM8K_RELEASED}", "--predictions", str(preds)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "no prediction id matches" in err and "'mrgsm8k-0'" in err and "'0'" in err
+    assert "'gsm8k-0'" in err and "(12 in all)" in err
+
+
+def test_partial_overlap_is_reported_with_counts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from deepcritic.cli import main
+
+    items = json.loads(MRGSM8K_RELEASED.read_text())
+    preds = tmp_path / "preds.jsonl"
+    rows = [{"id": it["id"], "prediction": it["label"]} for it in items[:9]] + [
+        {"id": "nope", "prediction": 1}
+    ]
+    preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["score", "--benchmark", f"mrgsm8k:{MRGSM8K_RELEASED}", "--predictions", str(preds)]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert (
+        "9 of 12 items have a prediction (3 missing" in err and "1 predictions name no item" in err
+    )
+
+
+def test_shared_aliases_are_ignored_but_own_ids_still_match() -> None:
+    recs = [
+        Solution(id="a-1", problem="p", steps=["s"], label=-1, source="a"),
+        Solution(id="b-1", problem="p", steps=["s"], label=0, source="b"),
+    ]
+    preds, cov = match_predictions(recs, {"1": -1, "b-1": 0})
+    assert preds == [None, 0] and cov.matched == 1 and cov.extra == 1

@@ -7,10 +7,11 @@ command line (and from the pipeline) ``name=source`` or a bare source (the name 
 ``--benchmarks mrgsm8k=mrgsm8k:/data/test.json,processbench:gsm8k``. The paper preset lists the
 paper's six: ProcessBench's four splits, MR-GSM8K and the PRM800K test set.
 
-Single critiques are read in the grader's official mode (the ProcessBench fallback: last box
-anywhere). With ``samples > 1`` (Maj@k) and ``require_marker`` each sample is read in strict mode,
-so samples without an ``**Answer**:`` marker are dropped from the vote (counted) as the DeepCritic
-reference does for critics trained to write one.
+With ``parser: strict`` (the default) single critiques are read in the grader's lenient mode (the
+ProcessBench fallback: last box anywhere). With ``samples > 1`` (Maj@k) and ``require_marker``
+each sample is read in strict mode, so samples without an ``**Answer**:`` marker are dropped from
+the vote (counted) as the DeepCritic reference does for critics trained to write one. ``parser: official`` reads single critiques and
+votes exactly as the authors' ``eval.py`` does (:mod:`deepcritic.grader`, official mode).
 
 Writes, under ``out``: ``predictions/<benchmark>.jsonl`` (id, label, prediction, match, statuses,
 raw outputs), ``metrics.json`` and ``f1.png``; prints a table; logs params, metrics and artifacts to
@@ -35,14 +36,17 @@ from typing import Any, ClassVar
 from deepcritic.config import add_dataclass_arguments, config_from_args, to_dict
 from deepcritic.critique_stats import CritiqueStats, critique_stats
 from deepcritic.generation import Backend, BackendConfig, SamplingParams, make_backend
-from deepcritic.grader import is_match, parse_critique
+from deepcritic.grader import OFFICIAL_MARKER, is_match, official_extract_answer, parse_critique
 from deepcritic.prompting import critique_messages, load_prompt
 from deepcritic.records import Solution, iter_jsonl, write_jsonl
 from deepcritic.scoring import (
     BenchmarkMetrics,
     average,
+    check_parser,
     compute_metrics,
     majority_vote,
+    read_output,
+    read_outputs,
     usable_label,
 )
 from deepcritic.tracking import Tracker, stage_run
@@ -112,6 +116,10 @@ class EvalConfig:
     # Maj@k (samples > 1): drop samples without an **Answer**: marker (grader's strict mode), as the
     # reference does for DeepCritic critics; set false for baseline models never trained to write it
     require_marker: bool = True
+    # how critiques are read: strict = the project's grader (marker, balanced braces, stripping);
+    # official = the authors' ProcessBench eval.py exactly (last box, int(), Counter over boxes);
+    # paper-reference preset: official
+    parser: str = "strict"
     out: str = "outputs/eval"
     tracking_uri: str | None = None  # None = $MLFLOW_TRACKING_URI or ./mlflow.db; "off" disables
 
@@ -121,6 +129,7 @@ class EvalConfig:
     }
 
     def __post_init__(self) -> None:
+        check_parser(self.parser)
         suite = [parse_benchmark(b, f"benchmarks[{i}]") for i, b in enumerate(self.benchmarks)]
         names = Counter(b.name for b in suite)
         dupes = sorted(n for n, c in names.items() if c > 1)
@@ -188,6 +197,7 @@ def settings_key(config: EvalConfig, bench: Benchmark) -> str:
         "generation": to_dict(config.generation),
         "sampling": to_dict(config.sampling()),
         "voting_strict": config.voting_strict,
+        "parser": config.parser,
         "prompt": hashlib.sha256(prompt.encode()).hexdigest(),
         "source": bench.source,
     }
@@ -219,15 +229,25 @@ def predict_rows(
     rows = []
     for rec, outs in zip(records, outputs, strict=True):
         judgments = [parse_critique(c.text) for c in outs]
-        labels = [usable_label(c.text, require_marker=config.voting_strict) for c in outs]
-        pred = majority_vote(labels)
+        texts = [c.text for c in outs]
+        if config.parser == "official":
+            pred = (
+                read_output(texts[0], parser="official")
+                if len(texts) == 1
+                else read_outputs(texts, parser="official", require_marker=config.require_marker)
+            )
+            kept = _official_kept(texts, config)
+            votes = sum(official_extract_answer(t) is not None for t in kept)
+        else:
+            labels = [usable_label(t, require_marker=config.voting_strict) for t in texts]
+            pred, votes = majority_vote(labels), sum(lab is not None for lab in labels)
         rows.append(
             {
                 "id": rec.id,
                 "label": rec.label,
                 "prediction": pred,
                 "match": is_match(pred, rec.label),
-                "votes": sum(lab is not None for lab in labels),
+                "votes": votes,
                 "statuses": [j.status.value for j in judgments],
                 "outputs": [c.text for c in outs],
                 "finish_reasons": [c.finish_reason for c in outs],
@@ -235,6 +255,13 @@ def predict_rows(
             }
         )
     return rows
+
+
+def _official_kept(texts: list[str], config: EvalConfig) -> list[str]:
+    """The samples eval.py lets vote (Maj@k of a DeepCritic model: those with the marker)."""
+    if len(texts) > 1 and config.require_marker:
+        return [t for t in texts if OFFICIAL_MARKER in t]
+    return texts
 
 
 def drop_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
