@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import tomllib
+from images.tools.locks import LOCKS, LockSpec, normalize, read_lock
 from packaging.requirements import Requirement
-
-from deepcritic.image_locks import LOCKS, LockSpec, normalize, read_lock
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "with-clean-cache"
