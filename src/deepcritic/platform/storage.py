@@ -138,6 +138,24 @@ def model_cache() -> Path:
     return Path.home() / ".cache" / "deepcritic"
 
 
+def seed(uri: str, source: Path, *, cache: Path | None = None) -> Path:
+    """Place a local copy of a one-file ``http(s)://`` input where :func:`fetch` finds it (tests,
+    air-gapped clusters): the same entry and ``.complete`` marker a download writes."""
+    import shutil
+
+    scheme, _, rest = uri.partition("://")
+    if scheme not in ("http", "https"):
+        raise ValueError(f"{uri}: only http(s) files can be seeded")
+    root = cache if cache is not None else _input_cache(scheme)
+    target = root / _SAFE.sub("-", rest.strip("/"))
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True, exist_ok=True)
+    dest = target / Path(rest.split("?")[0]).name
+    shutil.copyfile(source, dest)
+    target.with_name(target.name + ".complete").write_text(uri)
+    return dest
+
+
 def _input_cache(scheme: str) -> Path:
     """The run volume's cache when mounted, else ``$DEEPCRITIC_CACHE``/``~/.cache/deepcritic``."""
     if has_run_volume():

@@ -35,10 +35,17 @@ from typing import Any, ClassVar
 
 from deepcritic.config import add_dataclass_arguments, config_from_args, to_dict
 from deepcritic.critique_stats import CritiqueStats, critique_stats
-from deepcritic.generation import Backend, BackendConfig, SamplingParams, make_backend
+from deepcritic.generation import Backend, BackendConfig, Prompt, SamplingParams, make_backend
 from deepcritic.grader import OFFICIAL_MARKER, is_match, official_extract_answer, parse_critique
 from deepcritic.prompting import critique_messages, load_prompt
 from deepcritic.records import Solution, iter_jsonl, write_jsonl
+from deepcritic.reference import (
+    CRITIQUE_TEMPLATE,
+    FILES,
+    QWEN_SYSTEM,
+    check_prompt_set,
+    reference_critique_messages,
+)
 from deepcritic.scoring import (
     BenchmarkMetrics,
     average,
@@ -120,6 +127,9 @@ class EvalConfig:
     # official = the authors' ProcessBench eval.py exactly (last box, int(), Counter over boxes);
     # paper-reference preset: official
     parser: str = "strict"
+    # deepcritic = the project's prompts (prompts/critique_*.md); reference = the authors' template,
+    # Qwen's default system message and eval.py's step numbering (deepcritic.reference)
+    prompt_set: str = "deepcritic"
     out: str = "outputs/eval"
     tracking_uri: str | None = None  # None = $MLFLOW_TRACKING_URI or ./mlflow.db; "off" disables
 
@@ -130,6 +140,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         check_parser(self.parser)
+        check_prompt_set(self.prompt_set)
         suite = [parse_benchmark(b, f"benchmarks[{i}]") for i, b in enumerate(self.benchmarks)]
         names = Counter(b.name for b in suite)
         dupes = sorted(n for n, c in names.items() if c > 1)
@@ -192,7 +203,10 @@ class EvalResult:
 def settings_key(config: EvalConfig, bench: Benchmark) -> str:
     """Everything a prediction depends on: the backend (model, kind, engine settings), sampling,
     how votes are read, the critique prompt and the benchmark's data source."""
-    prompt = load_prompt("critique_system.md") + load_prompt("critique_user.md")
+    if config.prompt_set == "reference":
+        prompt = "reference:" + FILES[CRITIQUE_TEMPLATE].sha256 + QWEN_SYSTEM
+    else:
+        prompt = load_prompt("critique_system.md") + load_prompt("critique_user.md")
     parts = {
         "generation": to_dict(config.generation),
         "sampling": to_dict(config.sampling()),
@@ -217,6 +231,13 @@ def _load_cached(path: Path, records: list[Solution], key: str) -> list[dict[str
     return rows
 
 
+def item_messages(record: Solution, prompt_set: str) -> Prompt:
+    """One item's critique prompt in the chosen prompt set."""
+    if prompt_set == "reference":
+        return reference_critique_messages(record.problem, record.steps)
+    return critique_messages(record.problem, record.steps)
+
+
 def predict_rows(
     backend: Backend, records: list[Solution], config: EvalConfig, desc: str
 ) -> list[dict[str, Any]]:
@@ -224,7 +245,7 @@ def predict_rows(
 
     ``votes`` counts the samples that entered the vote; the others were dropped (unreadable, or no
     marker under ``require_marker``)."""
-    prompts = [critique_messages(r.problem, r.steps) for r in records]
+    prompts = [item_messages(r, config.prompt_set) for r in records]
     outputs = backend.generate(prompts, config.sampling(), desc=desc)
     rows = []
     for rec, outs in zip(records, outputs, strict=True):
