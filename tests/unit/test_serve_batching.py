@@ -6,12 +6,13 @@ import asyncio
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
 from deepcritic.generation import Completion, GenerationStats, Prompt, SamplingParams, StopCheck
 from deepcritic.generation.base import accepts_should_stop
-from deepcritic.serve.batching import DynamicBatcher, ServerBusy
+from deepcritic.serve.batching import DynamicBatcher, GenerationFailed, ServerBusy
 from deepcritic.serve.config import BatchingConfig
 
 
@@ -95,8 +96,9 @@ def test_a_failing_batch_fails_its_callers_and_the_worker_survives() -> None:
     batcher = DynamicBatcher(backend, BatchingConfig(max_batch_size=4, max_wait_ms=5))
 
     async def go() -> str:
-        with pytest.raises(RuntimeError, match="exploded"):
+        with pytest.raises(GenerationFailed, match="generation failed") as failed:
             await batcher.generate([_prompt("boom")], SamplingParams())
+        assert "exploded" in str(failed.value.cause)
         out = await batcher.generate([_prompt("after")], SamplingParams())
         await batcher.aclose()
         return out[0][0].text
@@ -232,3 +234,23 @@ def test_a_generating_prompt_of_a_cancelled_caller_is_stopped_the_others_finish(
 def test_should_stop_is_passed_only_to_backends_that_take_it() -> None:
     assert accepts_should_stop(SteppingBackend())
     assert not accepts_should_stop(RecordingBackend())  # called as before: no TypeError
+
+
+def test_one_failing_row_fails_only_its_own_caller() -> None:
+    """8 good prompts batched with 1 that makes the backend raise: the 8 are answered, the bad one
+    alone gets GenerationFailed (the batch is retried one prompt at a time)."""
+    backend = RecordingBackend(fail_on="boom", delay=0.01)
+    batcher = DynamicBatcher(backend, BatchingConfig(max_batch_size=16, max_wait_ms=50))
+
+    async def go() -> list[Any]:
+        texts = [f"good{i}" for i in range(4)] + ["boom"] + [f"good{i}" for i in range(4, 8)]
+        calls = [batcher.generate([_prompt(t)], SamplingParams()) for t in texts]
+        outs = await asyncio.gather(*calls, return_exceptions=True)
+        await batcher.aclose()
+        return outs
+
+    outs = asyncio.run(go())
+    assert isinstance(outs[4], GenerationFailed)
+    good = [o for i, o in enumerate(outs) if i != 4]
+    assert [o[0][0].text for o in good] == [f"good{i}#0" for i in range(8)]
+    assert backend.calls[0][0] == 9  # they were batched together first

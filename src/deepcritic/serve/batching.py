@@ -18,6 +18,11 @@ is counted as ``generating`` and flagged: the batcher passes ``should_stop`` (ea
 ``Backend.generate``, which stops that row at its next decode step (the HF backend frees its
 batch slot; see each backend for how soon), while the other rows of the call go on. Its partial
 result is discarded. A backend whose ``generate`` has no ``should_stop`` runs it to the end.
+
+Isolation: a generate call that raises (a decode, tokenizer, sampling-parameter or engine error on
+one row) is retried one prompt at a time, so the error reaches only the callers whose prompt fails
+on its own (as :class:`GenerationFailed`, a 500 in the endpoint's error format); every batch-mate
+gets its completions. This holds for every backend, whatever it does inside ``generate``.
 """
 
 from __future__ import annotations
@@ -44,6 +49,15 @@ CancelObserver = Callable[[str, int], None]  # (stage "queued" | "generating", p
 
 class ServerBusy(RuntimeError):
     """More requests are waiting than ``batching.max_queue`` allows (answered with 503)."""
+
+
+class GenerationFailed(RuntimeError):
+    """The backend failed on this prompt, alone in its generate call (answered with 500 for
+    this request only; its batch-mates were generated without it)."""
+
+    def __init__(self, cause: BaseException):
+        super().__init__(f"generation failed for this request ({type(cause).__name__})")
+        self.cause = cause
 
 
 @dataclass
@@ -188,17 +202,28 @@ class DynamicBatcher:
                 continue
             for it in items:
                 it.started = True
-            try:
-                outs = await self._call(items, params)
-            except Exception as e:
-                log.error("generate failed for a batch of %d: %s", len(items), e)
-                for it in items:
-                    if not it.future.done():
-                        it.future.set_exception(e)
-                continue
-            for it, out in zip(items, outs, strict=True):
-                if not it.future.done():
-                    it.future.set_result(out)
+            await self._generate_isolated(items, params)
+
+    async def _generate_isolated(self, items: list[_Item], params: SamplingParams) -> None:
+        """One generate call for ``items``; if it fails, each item again on its own, so only the
+        rows that fail by themselves get the error and their batch-mates are answered."""
+        try:
+            outs = await self._call(items, params)
+        except Exception as e:
+            if len(items) == 1:
+                log.error("generate failed for one prompt: %s: %s", type(e).__name__, e)
+                if not items[0].future.done():
+                    items[0].future.set_exception(GenerationFailed(e))
+                return
+            log.warning("generate failed for a batch of %d (%s: %s): retrying each prompt alone",
+                        len(items), type(e).__name__, e)  # fmt: skip
+            for it in items:
+                if not it.future.done():  # its caller may have gone meanwhile
+                    await self._generate_isolated([it], params)
+            return
+        for it, out in zip(items, outs, strict=True):
+            if not it.future.done():
+                it.future.set_result(out)
 
     async def aclose(self) -> None:
         """Stop the worker task and the generate thread."""

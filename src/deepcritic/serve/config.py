@@ -44,10 +44,19 @@ class LimitsConfig:
     # one full majority vote at the longest critique (16 x 8192), not 32 of them.
     max_request_tokens: int = 131_072
     max_temperature: float = 2.0
+    # The chat route (docs/serving.md, "Limits"): everything a chat request can make the server do.
+    max_messages: int = 64  # messages per chat request
+    max_message_chars: int = 60_000  # all messages' text together (tokens: max_prompt_tokens)
+    max_stop_strings: int = 4  # OpenAI's own limit
+    # Characters per stop string. The HF backend builds a stop-string matcher for every request
+    # with stop strings, which costs about 1.2 s + 0.11 s per stop character (measured on 2 shared
+    # CPU cores, SmolLM2's 49k-token vocabulary): 4 x 16 characters ~3 s; 4 x 1000 took 32 s.
+    max_stop_chars: int = 16
 
     def __post_init__(self) -> None:
         names = ("max_body_bytes", "max_instances", "max_steps", "max_prompt_tokens",
-                 "max_new_tokens", "max_samples", "max_request_tokens")  # fmt: skip
+                 "max_new_tokens", "max_samples", "max_request_tokens", "max_messages",
+                 "max_message_chars", "max_stop_strings", "max_stop_chars")  # fmt: skip
         for name in names:
             if getattr(self, name) < 1:
                 raise ValueError(f"limits.{name} must be >= 1, got {getattr(self, name)}")

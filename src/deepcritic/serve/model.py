@@ -86,6 +86,12 @@ class CriticModel(Model):
         self.ready = True
         return self.ready
 
+    @property
+    def count_tokens(self) -> TokenCounter:
+        """Tokens of each text, with the served tokenizer (``load()`` first)."""
+        assert self._count_tokens is not None, "load() was not called"
+        return self._count_tokens
+
     def start(self) -> None:
         """KServe calls this on registration; readiness stays what ``load()`` made it."""
 

@@ -5,7 +5,8 @@ completions, embeddings, rerank and model listing). It takes the chat fields the
 (``model``, ``messages``, ``n``, ``max_tokens``/``max_completion_tokens``, ``temperature``,
 ``top_p``, ``stop``, ``seed``, ``stream: false``, ``user``) and refuses anything else by name.
 Requests go through the same dynamic batcher and limits as critique requests (``n`` x
-``max_tokens`` within ``limits.max_request_tokens``), control tokens in every message are escaped
+``max_tokens`` within ``limits.max_request_tokens``; messages, their characters and tokens, stop
+strings and their length each bounded by ``limits``; ``logprobs`` is refused), control tokens in every message are escaped
 (:func:`deepcritic.prompting.escape_control_tokens`), and errors use the endpoint's one format
 ``{"error": "field '<name>': <reason>"}``. No streaming: the critique is returned whole.
 """
@@ -20,12 +21,12 @@ from typing import Any
 from deepcritic.generation import Completion, Prompt, SamplingParams
 from deepcritic.prompting import escape_control_tokens
 from deepcritic.serve.config import ServeConfig
-from deepcritic.serve.schema import RequestError, number_field
+from deepcritic.serve.schema import RequestError, TokenCounter, number_field
+from deepcritic.serve.validation import SEED_MAX
 
 ROLES = ("system", "user", "assistant")
 CHAT_FIELDS = ("model", "messages", "n", "max_tokens", "max_completion_tokens", "temperature",
                "top_p", "stop", "seed", "stream", "user")  # fmt: skip
-_MAX_STOPS = 4
 
 
 def _content_text(content: Any, where: str) -> str:
@@ -48,6 +49,12 @@ def chat_prompt(messages: Any, config: ServeConfig, special_tokens: Sequence[str
     """OpenAI chat messages -> the backend's prompt, validated, control tokens escaped."""
     if not isinstance(messages, list) or not messages:
         raise RequestError("messages", "must be a non-empty list of messages")
+    limits = config.limits
+    if len(messages) > limits.max_messages:
+        raise RequestError(
+            "messages",
+            f"has {len(messages)} messages, limit {limits.max_messages} (limits.max_messages)",
+        )
     prompt: Prompt = []
     total = 0
     for i, msg in enumerate(messages):
@@ -56,6 +63,8 @@ def chat_prompt(messages: Any, config: ServeConfig, special_tokens: Sequence[str
         unknown = sorted(set(msg) - {"role", "content", "name"})
         if unknown:
             raise RequestError(f"messages[{i}].{unknown[0]}", "is not supported")
+        if msg.get("name") is not None and not isinstance(msg["name"], str):
+            raise RequestError(f"messages[{i}].name", "must be a string")
         role = msg.get("role")
         if role not in ROLES:
             raise RequestError(
@@ -64,22 +73,41 @@ def chat_prompt(messages: Any, config: ServeConfig, special_tokens: Sequence[str
         text = _content_text(msg.get("content"), f"messages[{i}]")
         total += len(text)
         prompt.append({"role": str(role), "content": escape_control_tokens(text, special_tokens)})
-    limit = config.limits.max_problem_chars + config.limits.max_steps * config.limits.max_step_chars
-    if total > limit:
-        raise RequestError("messages", f"hold {total} characters, limit {limit}")
+        if total > limits.max_message_chars:
+            raise RequestError(f"messages[{i}].content", f"brings the messages to {total} "
+                               f"characters, limit {limits.max_message_chars} "
+                               "(limits.max_message_chars)")  # fmt: skip
     return prompt
 
 
-def _stops(value: Any) -> tuple[str, ...]:
-    stops = [value] if isinstance(value, str) else value
+def check_chat_tokens(prompt: Prompt, count_tokens: TokenCounter, config: ServeConfig) -> int:
+    """Refuse a chat prompt whose messages hold more than ``limits.max_prompt_tokens`` tokens."""
+    counts = count_tokens([m["content"] for m in prompt])
+    limit = config.limits.max_prompt_tokens
+    if sum(counts) > limit:
+        raise RequestError("messages", f"hold {sum(counts)} tokens, limit {limit} "
+                                       "(limits.max_prompt_tokens)")  # fmt: skip
+    return sum(counts)
+
+
+def _stops(value: Any, config: ServeConfig) -> tuple[str, ...]:
+    """Stop strings: at most ``limits.max_stop_strings``, each 1..``limits.max_stop_chars``."""
+    limits = config.limits
     if value is None:
         return ()
-    if (
-        not isinstance(stops, list)
-        or len(stops) > _MAX_STOPS
-        or not all(isinstance(s, str) and s for s in stops)
-    ):
-        raise RequestError("stop", f"must be a string or a list of at most {_MAX_STOPS} strings")
+    stops = [value] if isinstance(value, str) else value
+    if not isinstance(stops, list):
+        raise RequestError("stop", "must be a string or a list of strings")
+    if len(stops) > limits.max_stop_strings:
+        raise RequestError("stop", f"has {len(stops)} strings, limit {limits.max_stop_strings} "
+                                   "(limits.max_stop_strings)")  # fmt: skip
+    for i, s in enumerate(stops):
+        where = "stop" if isinstance(value, str) else f"stop[{i}]"
+        if not isinstance(s, str) or not s:
+            raise RequestError(where, "must be a non-empty string")
+        if len(s) > limits.max_stop_chars:
+            raise RequestError(where, f"has {len(s)} characters, limit {limits.max_stop_chars} "
+                                      "(limits.max_stop_chars)")  # fmt: skip
     return tuple(stops)
 
 
@@ -99,11 +127,12 @@ def chat_sampling(body: dict[str, Any], config: ServeConfig) -> SamplingParams:
     temperature = number_field(body, "temperature", "", config.temperature, 0,
                                limits.max_temperature, integer=False)  # fmt: skip
     top_p = number_field(body, "top_p", "", config.top_p, 1e-6, 1.0, integer=False)
-    seed = body.get("seed")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise RequestError("seed", "must be an integer")
+    seed = None
+    if body.get("seed") is not None:
+        seed = number_field(body, "seed", "", 0, 0, SEED_MAX, integer=True)
     return SamplingParams(n=n, temperature=float(temperature), top_p=float(top_p),
-                          max_tokens=max_tokens, seed=seed, stop=_stops(body.get("stop")))  # fmt: skip
+                          max_tokens=max_tokens, seed=seed,
+                          stop=_stops(body.get("stop"), config))  # fmt: skip
 
 
 def parse_chat(

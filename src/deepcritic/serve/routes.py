@@ -38,10 +38,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from deepcritic.serve.batching import ServerBusy
+from deepcritic.serve.batching import GenerationFailed, ServerBusy
 from deepcritic.serve.config import ServeConfig
 from deepcritic.serve.model import CriticModel, ParsedPayload
-from deepcritic.serve.openai_route import chat_completion, parse_chat
+from deepcritic.serve.openai_route import chat_completion, check_chat_tokens, parse_chat
 from deepcritic.serve.schema import RequestError, check_json_content_type, decode_json, parse_v1
 from deepcritic.serve.v2 import encode_v2_response, model_metadata, parse_v2
 
@@ -164,6 +164,10 @@ class Endpoints:
         except ServerBusy as e:
             code = 503
             return error(503, f"server busy: {e}", {"Retry-After": "1"})
+        except GenerationFailed as e:
+            code = 500
+            log.error("%s", e, exc_info=e.cause)
+            return error(500, f"{e}; see the server log")
         except BodyTooLarge as e:
             code = 413
             return error(413, str(e))
@@ -252,6 +256,7 @@ class Endpoints:
             body = await self._json_body(request)
             prompt, params = parse_chat(body, self.config, self.model.special_tokens)
             model = self._ready_model(self.config.model_name)
+            check_chat_tokens(prompt, model.count_tokens, self.config)
             assert model.batcher is not None
             outs = await until_disconnect(request, model.batcher.generate([prompt], params))
             return JSONResponse(chat_completion(model.name, outs[0]))

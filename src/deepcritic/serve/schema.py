@@ -34,6 +34,8 @@ from deepcritic.generation import Completion, Prompt, SamplingParams
 from deepcritic.grader import Judgment, parse_critique
 from deepcritic.prompting import critique_messages
 from deepcritic.serve.config import ServeConfig
+from deepcritic.serve.validation import RequestError as RequestError
+from deepcritic.serve.validation import check_unicode
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +45,6 @@ TokenCounter = Callable[[Sequence[str]], list[int]]
 
 JSON_TYPES = ("application/json",)  # plus any application/*+json
 _TEXT_CHARSETS = ("utf-8", "utf8", "us-ascii", "ascii")
-
-
-class RequestError(ValueError):
-    """A bad request: answered ``status`` (4xx) with ``{"error": "field '<name>': <reason>"}``."""
-
-    def __init__(self, field_name: str, reason: str, status: int = 400):
-        super().__init__(f"field '{field_name}': {reason}")
-        self.field = field_name
-        self.status = status
 
 
 def _reject_constant(name: str) -> Any:
@@ -87,7 +80,8 @@ def check_json_content_type(content_type: str | None) -> None:
 
 def decode_json(data: bytes, field_name: str = "body") -> Any:
     """UTF-8 JSON -> Python; every failure (bad UTF-8, bad JSON, NaN, nesting deeper than the
-    parser's recursion limit) is a :class:`RequestError` naming ``field_name``."""
+    parser's recursion limit, a string holding a lone surrogate) is a :class:`RequestError`
+    naming the field."""
     if not data.strip():
         raise RequestError(field_name, "is empty (send a JSON object)")
     try:
@@ -95,7 +89,7 @@ def decode_json(data: bytes, field_name: str = "body") -> Any:
     except UnicodeDecodeError as e:
         raise RequestError(field_name, f"is not UTF-8 ({e.reason} at byte {e.start})") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
         raise RequestError(field_name, "nests arrays/objects too deeply") from None
     except json.JSONDecodeError as e:
@@ -103,6 +97,8 @@ def decode_json(data: bytes, field_name: str = "body") -> Any:
         raise RequestError(field_name, f"is not valid JSON ({e.msg} at {where})") from None
     except ValueError as e:  # NaN / Infinity
         raise RequestError(field_name, f"is not valid JSON ({e})") from None
+    check_unicode(value, "" if field_name == "body" else field_name)
+    return value
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from deepcritic.serve.schema import (
     media_type,
     sampling_params,
 )
+from deepcritic.serve.validation import ascii_int
 
 INPUTS = ("problem", "steps")
 OUTPUTS = ("result", "critique")
@@ -94,13 +95,8 @@ def split_body(body: bytes, headers: Mapping[str, str]) -> tuple[bytes, bytes]:
     mime, _ = media_type(headers.get("content-type"))
     if mime != "application/octet-stream":
         check_json_content_type(headers.get("content-type"))
-    text = raw.strip()
-    if not text.isdigit() or not 0 < int(text) <= len(body):
-        raise RequestError(
-            HEADER_LENGTH,
-            f"must be an integer in 1..{len(body)} (the body's length), got {raw!r:.40}",
-        )
-    return body[: int(text)], body[int(text) :]
+    n = ascii_int(raw, HEADER_LENGTH, 1, len(body))  # 1..the body's length
+    return body[:n], body[n:]
 
 
 def _bytes_elements(raw: bytes, field_name: str) -> list[str]:
