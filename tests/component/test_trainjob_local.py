@@ -30,7 +30,7 @@ class RecordingCluster(LocalCluster):
     """The local cluster, keeping every object the launcher submits."""
 
     def __init__(self, root: Path) -> None:
-        super().__init__(root)
+        super().__init__(root, default_controllers())
         self.submitted: list[dict[str, object]] = []
 
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:
