@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-PROCESSBENCH_DIR = SHARED / "data" / "processbench"
+from support.paths import PROCESSBENCH_DIR, ROOT, SHARED
+
+__all__ = ["PROCESSBENCH_DIR", "ROOT", "SHARED"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

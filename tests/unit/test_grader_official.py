@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import SHARED
+from support.paths import SHARED
 from deepcritic import grader
 from deepcritic.scoring import vote_outputs
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import SHARED
+from support.paths import SHARED
 from deepcritic import grader, reference
 from deepcritic.data.processbench import bundled_slice
 from deepcritic.platform import storage
