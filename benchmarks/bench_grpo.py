@@ -36,9 +36,16 @@ ALL_CORRECT = [
 
 
 def prime(
-    model_path: str, out: Path, answers: list[str], steps: int = 80, device: str = "cpu"
+    model_path: str,
+    out: Path,
+    answers: list[str],
+    steps: int = 80,
+    device: str = "cpu",
+    rows: list[Solution] = ALL_CORRECT,
 ) -> str:
-    """Supervised warm-up: answer one of ``answers`` (same token length) at random."""
+    """Supervised warm-up: answer one of ``answers`` (same token length) at random, so a group
+    of sampled critiques holds both right and wrong answers, which GRPO can then sharpen (the
+    GRPO component test primes its tiny model with this too)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(0)
@@ -48,10 +55,12 @@ def prime(
     rng = random.Random(0)
     enc = [
         tok.apply_chat_template(critique_messages(r.problem, r.steps), add_generation_prompt=True)
-        for r in ALL_CORRECT
+        for r in rows
     ]
     prompts = [list(p["input_ids"] if hasattr(p, "keys") else p) for p in enc]
     targets = [tok(a + tok.eos_token, add_special_tokens=False)["input_ids"] for a in answers]
+    if len({len(t) for t in targets}) != 1:
+        raise ValueError("prime: answers must have the same token length")
     width, n = max(map(len, prompts)) + len(targets[0]), len(targets[0])
     for _ in range(steps):
         chosen = [rng.choice(targets) for _ in prompts]

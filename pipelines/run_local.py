@@ -174,8 +174,30 @@ def comparison_table(comparison: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+LEARNING_BENCHMARK = "python benchmarks/bench_learning.py (docs/benchmarks.md)"
+
+
+def learned(comparison: dict[str, dict[str, float]]) -> str:
+    """One line: what the trained critic learned on these items, measured against the base model
+    and the trivial baselines (always -1, always one step: F1 0 by construction, as the harmonic
+    mean of a 100% and a 0% accuracy)."""
+    base, trained = comparison.get("base", {}), comparison.get("trained", {})
+    rate, f1 = trained.get("avg_answer_rate"), trained.get("avg_f1")
+    if rate is None or f1 is None:
+        return f"what it learned: not measured (no evaluation); see {LEARNING_BENCHMARK}"
+    fmt = f"readable verdicts {base.get('avg_answer_rate', 0.0):.0f}% -> {rate:.0f}%"
+    if f1 > 0:
+        return (f"what it learned: to find first errors, F1 {f1:.1f} above the trivial baselines' "
+                f"0.0 (base {base.get('avg_f1', 0.0):.1f}), and the verdict format ({fmt}); "
+                f"more items: {LEARNING_BENCHMARK}")  # fmt: skip
+    return (f"what it learned: the verdict format ({fmt}), not yet to find the first error "
+            f"(F1 {f1:.1f}, as the trivial baselines); the learning benchmark trains longer on "
+            f"more items: {LEARNING_BENCHMARK}")  # fmt: skip
+
+
 def summary(result: LocalResult) -> str:
     name = result.arguments.get("registry_model_name", "deepcritic")
+    comparison = base_vs_trained(result.pipeline_root)
     deployed = deploy_output(result.pipeline_root)
     served = (
         f"{deployed['model_uri']} answered at {deployed['url']} (stopped; serve it again: "
@@ -186,7 +208,8 @@ def summary(result: LocalResult) -> str:
         f"pipeline finished in {result.seconds:.0f} s (profile {result.arguments.get('profile')})",
         "base vs trained critic on the same evaluation items "
         "(answer% = critiques with a readable **Answer**: \\boxed{k}):",
-        comparison_table(base_vs_trained(result.pipeline_root)),
+        comparison_table(comparison),
+        learned(comparison),
         f"MLflow server:     {result.tracking_uri} (stopped; reopen: {result.reopen})",
         f"parent run:        {result.parent_run_id} (stage runs nested under it)",
         f"pipeline outputs:  {result.pipeline_root}",

@@ -3,10 +3,10 @@ and a run on real critique prompts that saves (and resumes from) a loadable chec
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
+from benchmarks.bench_grpo import ALL_CORRECT, prime
 
 from deepcritic.data.perturb import load_perturbed
 from deepcritic.grader import render_answer
@@ -16,54 +16,6 @@ from deepcritic.rewards import first_error_reward
 from deepcritic.stages.grpo import CriticGRPOConfig, load_training_solutions, run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/component/conftest.py
-
-
-ALL_CORRECT = [
-    Solution(
-        id=f"ok{i}",
-        problem=f"What is {i} + {i}?",
-        steps=[f"{i} + {i} = {2 * i}.", f"So \\boxed{{{2 * i}}}."],
-    )
-    for i in range(1, 5)
-]
-
-
-def prime_verdicts(
-    model_path: str, out: Path, rows: list[Solution], answers: list[str], steps: int = 80
-) -> str:
-    """Teach the tiny random model to answer one of ``answers`` (same token length) at random: a
-    policy whose groups hold both right and wrong samples, which GRPO can then sharpen."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    rng = random.Random(0)
-    prompts = [
-        tok.apply_chat_template(critique_messages(r.problem, r.steps), add_generation_prompt=True)
-        for r in rows
-    ]
-    prompts = [list(p["input_ids"] if hasattr(p, "keys") else p) for p in prompts]
-    targets = [tok(a + tok.eos_token, add_special_tokens=False)["input_ids"] for a in answers]
-    assert len({len(t) for t in targets}) == 1, "answers must have the same token length"
-    width, n = max(map(len, prompts)) + len(targets[0]), len(targets[0])
-    for _ in range(steps):
-        chosen = [rng.choice(targets) for _ in prompts]
-        seqs = [p + t for p, t in zip(prompts, chosen, strict=True)]
-        ids = torch.tensor([[tok.pad_token_id] * (width - len(x)) + x for x in seqs])
-        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in seqs])
-        hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, -n - 1 : -1]
-        loss = torch.nn.functional.cross_entropy(
-            model.lm_head(hidden).flatten(0, 1), torch.tensor(chosen).flatten()
-        )
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.save_pretrained(str(out))
-    tok.save_pretrained(str(out))
-    return str(out)
 
 
 def _weights(path: str) -> dict[str, object]:
@@ -94,9 +46,7 @@ def test_reward_rises_on_a_learnable_task(
 
     data = tmp_path / "all_correct.jsonl"
     write_jsonl(data, ALL_CORRECT)
-    primed = prime_verdicts(
-        tiny_model_path, tmp_path / "primed", ALL_CORRECT, [render_answer(-1), render_answer(10)]
-    )
+    primed = prime(tiny_model_path, tmp_path / "primed", [render_answer(-1), render_answer(10)])
     cfg = CriticGRPOConfig(
         model=primed,
         labels_path=str(data),

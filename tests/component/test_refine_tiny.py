@@ -13,18 +13,7 @@ from deepcritic.cli import main
 from deepcritic.critic import refine, voting
 from deepcritic.data.loaders import load_problems
 from deepcritic.generation import Backend, Completion, GenerationStats, Prompt, SamplingParams
-
-
-class KeepOpen:
-    """The session's tiny backend for code that opens (and closes) its own: close is a no-op."""
-
-    def __init__(self, backend: Backend):
-        self.inner = backend
-        self.name, self.stats = backend.name, backend.stats
-        self.generate, self.choose = backend.generate, backend.choose
-
-    def close(self) -> None:
-        pass
+from support.backends import KeepOpen
 
 
 class FirstStepWrongCritic:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,9 @@ from deepcritic.critic.refine import (
     refine_prefill,
     summarize,
 )
-from deepcritic.generation import Completion, GenerationStats, Prompt, SamplingParams
+from deepcritic.data.problems import Problem
+from deepcritic.generation import Prompt
+from support.scripted_backend import ScriptedBackend
 
 SECTIONED = (
     "**Critique of Step 1**\n1+1 is 2, fine.\n**Judgement**: \\boxed{1}\n\n"
@@ -151,33 +152,13 @@ def test_config_validation_and_presets() -> None:
 # --------------------------------------------------------------------------- run, scripted models
 
 
-@dataclass
-class _Problem:
-    id: str
-    problem: str
-    gold_answer: str
+def scripted(script: Callable[[Prompt], str]) -> ScriptedBackend:
+    """Each prompt's completions: ``script(prompt)``, once per requested sample."""
+    return ScriptedBackend(lambda prompt, params: [script(prompt)] * params.n)
 
 
-class ScriptedBackend:
-    """A test double: each prompt's completions come from ``script(prompt)``."""
-
-    def __init__(self, script: Callable[[Prompt], str]):
-        self.name = "scripted"
-        self.stats = GenerationStats()
-        self.script = script
-        self.prompts: list[Prompt] = []
-
-    def generate(
-        self, prompts: Sequence[Prompt], params: SamplingParams, *, desc: str | None = None
-    ) -> list[list[Completion]]:
-        self.prompts.extend(prompts)
-        return [[Completion(self.script(p))] for p in prompts]
-
-    def choose(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[int]:
-        raise AssertionError("not used")
-
-    def close(self) -> None:
-        raise AssertionError("given backends must not be closed")
+def prompts_of(backend: ScriptedBackend) -> list[Prompt]:
+    return [p for prompts, _ in backend.generate_calls for p in prompts]
 
 
 def _generator(prompt: Prompt) -> str:
@@ -199,20 +180,20 @@ def _critic(prompt: Prompt) -> str:
     return "**Answer**: \\boxed{-1}"
 
 
-def _problems() -> list[_Problem]:
+def _problems() -> list[Problem]:
     return [
-        _Problem("a", "Problem A", "2"),
-        _Problem("b", "Problem B", "7"),
-        _Problem("c", "Problem C", "1"),
+        Problem("a", "Problem A", "2"),
+        Problem("b", "Problem B", "7"),
+        Problem("c", "Problem C", "1"),
     ]
 
 
 def test_run_critic_vs_baseline(tmp_path: Path, no_mlflow: None) -> None:
-    gen = ScriptedBackend(_generator)
+    gen = scripted(_generator)
     backends = {
         "generator": gen,
-        "critic": ScriptedBackend(_critic),
-        "baseline": ScriptedBackend(lambda p: "**Answer**: \\boxed{-1}"),
+        "critic": scripted(_critic),
+        "baseline": scripted(lambda p: "**Answer**: \\boxed{-1}"),
     }
     cfg = RefineConfig(rounds=2, out=str(tmp_path / "r"), tracking_uri="off")
     result = refine.run(cfg, problems=_problems(), backends=backends)
@@ -222,13 +203,16 @@ def test_run_critic_vs_baseline(tmp_path: Path, no_mlflow: None) -> None:
     assert crit.actions["no_steps"] == 1 and crit.accuracy_by_round == [pytest.approx(1 / 3)] * 3
     assert (base.w2c, base.c2w, base.refined, base.actions["accepted"]) == (0, 0, 0, 2)
     # The rewrite of A kept step 1, and was told about step 2 with the critique of step 2 only.
-    rewrite_a = next(p for p in gen.prompts[3:] if "Problem A" in p[1]["content"])
+    rewrite_a = next(p for p in prompts_of(gen)[3:] if "Problem A" in p[1]["content"])
     assert rewrite_a[2]["content"] == "Step 1: 1+1=2.\n\nStep 2:"
     assert (
         "2 is not 3." in rewrite_a[1]["content"] and "1+1 is 2, fine" not in rewrite_a[1]["content"]
     )
-    assert len(gen.prompts) == 3 + 2  # initial solutions once (shared by both critics) + 2 rewrites
+    assert (
+        len(prompts_of(gen)) == 3 + 2
+    )  # initial solutions once (shared by both critics) + 2 rewrites
     lines = Path(result.traces_paths["critic"]).read_text().splitlines()
     assert len(lines) == 3 and '"action": "refined"' in lines[0]
     assert Path(result.plot_path).read_bytes()[:4] == b"\x89PNG"
     assert result.metrics()["critic/c2w"] == 1.0
+    assert not any(b.closed for b in backends.values())  # given backends are the caller's

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,9 @@ from deepcritic.critic.voting import (
     verified_vote,
     vote_answers,
 )
-from deepcritic.generation import Completion, GenerationStats, Prompt, SamplingParams
+from deepcritic.data.problems import Problem
+from deepcritic.generation import Prompt
+from support.scripted_backend import ScriptedBackend
 
 
 def _exact(a: str | None, b: str) -> bool:
@@ -208,33 +209,13 @@ def test_presets_load() -> None:
 # --------------------------------------------------------------------------- run with scripted models
 
 
-@dataclass
-class _Problem:
-    id: str
-    problem: str
-    gold_answer: str
+def scripted(script: Callable[[Prompt, int], list[str]]) -> ScriptedBackend:
+    """Each prompt's ``n`` completions: ``script(prompt, n)``."""
+    return ScriptedBackend(lambda prompt, params: script(prompt, params.n))
 
 
-class ScriptedBackend:
-    """A test double: each prompt's completions come from ``script(prompt, n)``."""
-
-    def __init__(self, script: Callable[[Prompt, int], list[str]]):
-        self.name = "scripted"
-        self.stats = GenerationStats()
-        self.script = script
-        self.calls: list[int] = []
-
-    def generate(
-        self, prompts: Sequence[Prompt], params: SamplingParams, *, desc: str | None = None
-    ) -> list[list[Completion]]:
-        self.calls.append(len(prompts))
-        return [[Completion(t) for t in self.script(p, params.n)] for p in prompts]
-
-    def choose(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[int]:
-        raise AssertionError("not used")
-
-    def close(self) -> None:
-        raise AssertionError("given backends must not be closed")
+def batch_sizes(backend: ScriptedBackend) -> list[int]:
+    return [len(prompts) for prompts, _ in backend.generate_calls]
 
 
 def _generator(prompt: Prompt, n: int) -> list[str]:
@@ -254,12 +235,13 @@ def _critic(prompt: Prompt, n: int) -> list[str]:
 
 
 def test_run_with_scripted_backends(tmp_path: Path, no_mlflow: None) -> None:
-    probs = [_Problem("p0", "What is two plus two?", "4"), _Problem("p1", "One?", "1")]
+    probs = [Problem("p0", "What is two plus two?", "4"), Problem("p1", "One?", "1")]
     cfg = VotingConfig(k=[1, 2, 4], out=str(tmp_path / "vv"), tracking_uri="off")
-    gen, critic = ScriptedBackend(_generator), ScriptedBackend(_critic)
+    gen, critic = scripted(_generator), scripted(_critic)
     result = voting.run(cfg, problems=probs, backends={"generator": gen, "critic": critic})
     # 2 problems x 4 samples; the empty completion ("Step 1:" only) has no steps: 7 critiqued.
-    assert gen.calls == [2] and critic.calls == [7]
+    assert batch_sizes(gen) == [2] and batch_sizes(critic) == [7]
+    assert not gen.closed and not critic.closed  # given backends are the caller's
     by_k = {r.k: r for r in result.rows}
     # p1 is always right (critic unparsable -> fallback); p0 right only when verified.
     assert by_k[1].majority == 0.5 and by_k[1].verified == 0.5
@@ -275,7 +257,7 @@ def test_several_critiques_per_solution_vote_in_strict_mode() -> None:
     """With critiques_per_solution > 1 and require_marker, critiques without **Answer**: leave the
     vote (two unmarked "no error" boxes would otherwise outvote the one marked "step 1")."""
     outs = ["**Answer**: \\boxed{1}", "looks fine \\boxed{-1}", "all good \\boxed{-1}"]
-    critic = ScriptedBackend(lambda prompt, n: outs[:n])
+    critic = scripted(lambda prompt, n: outs[:n])
     rec = ProblemSamples("p", "q", "4", [_sample("4", True, None)])
     cfg = VotingConfig(critiques_per_solution=3, critic_temperature=1.0)
     voting.critique_samples(critic, [rec], cfg)

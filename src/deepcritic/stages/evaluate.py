@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 
 from deepcritic.config import add_dataclass_arguments, config_from_args, to_dict
 from deepcritic.critique_stats import CritiqueStats, critique_stats
+from deepcritic.data.select import SELECTIONS, select_items
 from deepcritic.generation import Backend, BackendConfig, Prompt, SamplingParams, make_backend
 from deepcritic.grader import OFFICIAL_MARKER, is_match, official_extract_answer, parse_critique
 from deepcritic.prompting import critique_messages, load_prompt
@@ -119,7 +120,11 @@ class EvalConfig:
     top_p: float = 0.9  # paper
     max_tokens: int = 4096  # ours: long enough for deliberate critiques of ~10 steps
     seed: int = 0
-    limit: int | None = None  # first N items per benchmark (None = all)
+    limit: int | None = None  # N items per benchmark (None = all)
+    # which items: first = the first `limit` in file order (paper: all items); balanced = `limit`
+    # items, half erroneous and half correct, by a seeded shuffle (released files are sorted by label)
+    select: str = "first"
+    max_steps: int | None = None  # only solutions of at most this many steps (None = all: paper)
     # Maj@k (samples > 1): drop samples without an **Answer**: marker (grader's strict mode), as the
     # reference does for DeepCritic critics; set false for baseline models never trained to write it
     require_marker: bool = True
@@ -140,6 +145,10 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         check_parser(self.parser)
+        if self.select not in SELECTIONS:
+            raise ValueError(f"select: {self.select!r} is not one of {', '.join(SELECTIONS)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps: must be >= 1 or null, got {self.max_steps}")
         check_prompt_set(self.prompt_set)
         suite = [parse_benchmark(b, f"benchmarks[{i}]") for i, b in enumerate(self.benchmarks)]
         names = Counter(b.name for b in suite)
@@ -356,7 +365,9 @@ def _evaluate_one(
 ) -> BenchOutcome:
     from deepcritic.data.loaders import load_solutions
 
-    records, report = load_solutions(bench.source, limit=config.limit)
+    limit = config.limit if config.select == "first" and config.max_steps is None else None
+    loaded, report = load_solutions(bench.source, limit=limit)
+    records = select_items(loaded, config.select, config.limit, config.seed, config.max_steps)
     path = out / "predictions" / f"{bench.name}.jsonl"
     key = settings_key(config, bench)
     rows = _load_cached(path, records, key)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +35,9 @@ from deepcritic import tracking
 from deepcritic.config import to_dict
 from deepcritic.critique_stats import trivial_baselines
 from deepcritic.data.loaders import load_solutions
+from deepcritic.data.select import balanced_slice
 from deepcritic.generation import BackendConfig
-from deepcritic.records import Solution, write_jsonl
+from deepcritic.records import write_jsonl
 
 log = logging.getLogger(__name__)
 STAGES = ("base", "sft", "grpo")
@@ -107,19 +107,6 @@ class LearningResult:
     report_path: str
     plot_path: str
     run_id: str | None = None
-
-
-def balanced_slice(solutions: list[Solution], n: int, seed: int, max_steps: int) -> list[Solution]:
-    """``n`` items (half erroneous, half correct, as far as there are) of at most ``max_steps``
-    steps, chosen by a seeded shuffle (never by file order: released files are sorted by label)."""
-    short = [s for s in solutions if len(s.steps) <= max_steps]
-    rng = random.Random(seed)
-    wrong = [s for s in short if s.has_error]
-    right = [s for s in short if not s.has_error]
-    rng.shuffle(wrong)
-    rng.shuffle(right)
-    half = n // 2
-    return sorted(wrong[: n - half] + right[:half], key=lambda s: s.id)
 
 
 def prepare_data(config: LearningConfig, data_dir: Path) -> dict[str, Path]:
