@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,7 @@ from deepcritic.registry.integrity import Verifier
 from deepcritic.registry.registering import PARSE_RATE
 
 log = logging.getLogger(__name__)
+OnLocked = Callable[[lease.Lease], None]  # called with the alias lock held, before the decision
 
 
 @dataclass
@@ -223,7 +225,7 @@ def _decide_locked(
 
 
 def _compare_and_move(
-    client: Any, config: PromoteConfig, version: str, verifier: Verifier
+    client: Any, config: PromoteConfig, version: str, verifier: Verifier, on_locked: OnLocked | None
 ) -> _Outcome:
     name, alias = config.model_name, config.alias
     for _ in range(10):
@@ -235,6 +237,8 @@ def _compare_and_move(
         with lease.hold(
             client, name, alias, ttl_s=config.lock_ttl_s, timeout_s=config.lock_timeout_s
         ) as lk:
+            if on_locked is not None:
+                on_locked(lk)
             state = st.read_alias_state(client, name, alias)
             if state.holder == seen:
                 return _decide_locked(client, config, version, state, problem, lk)
@@ -252,8 +256,11 @@ def _decision_tags(failure: str | None, out: _Outcome) -> dict[str, str]:
     }
 
 
-def promote(config: PromoteConfig) -> PromoteResult:
-    """Gate the candidate, then move ``@alias`` to it iff it beats the holder by ``margin``."""
+def promote(config: PromoteConfig, *, on_locked: OnLocked | None = None) -> PromoteResult:
+    """Gate the candidate, then move ``@alias`` to it iff it beats the holder by ``margin``.
+
+    ``on_locked`` (for observers and fault tests) is called each time the alias lock is taken,
+    before the alias state is read under it."""
     _validate(config)
     client = st.client(config.tracking_uri)
     cand = _candidate(client, config)
@@ -271,7 +278,7 @@ def promote(config: PromoteConfig) -> PromoteResult:
         champ = st.score(client, holder, config.metric) if holder is not None else None
         out = _Outcome(False, False, f"gate: {failure}", held, champ)
     else:
-        out = _compare_and_move(client, config, version, verifier)
+        out = _compare_and_move(client, config, version, verifier, on_locked)
     st.set_version_tags(client, cand, _decision_tags(failure, out))
     log.info("promotion of %s v%s: %s (%s)", config.model_name, version, out.promoted, out.reason)
     return PromoteResult(
