@@ -41,19 +41,19 @@ OnLocked = Callable[[lease.Lease], None]  # called with the alias lock held, bef
 
 @dataclass
 class PromoteConfig:
-    model_name: str = st.DEFAULT_MODEL_NAME
+    model_name: str = st.DEFAULT_MODEL_NAME  # registered model whose alias may move
     version: str = ""  # candidate version; "" = the latest version
     metric: str = "avg_f1"  # paper: DeepCritic compares critics by average F1 over benchmarks
     margin: float = 0.0  # candidate must beat the champion by strictly more than this (>= 0)
     floor_f1: float = 0.0  # ours: metric must be strictly above it (pipeline: the base model's F1)
     parse_rate_metric: str = PARSE_RATE  # % of items with a readable verdict (see registering)
     min_parse_rate: float = 50.0  # ours: a critic must give a readable verdict on half the items
-    alias: str = st.CHAMPION
+    alias: str = st.CHAMPION  # the alias that points at the serving version
     verify_champion: bool = True  # also re-hash the current holder (downloads it) before comparing
     scratch_dir: str | None = None  # where versions are downloaded to be verified (temp if unset)
     lock_ttl_s: float = 120.0  # a crashed promoter blocks others at most this long
     lock_timeout_s: float = 600.0  # give up waiting for the alias lock after this
-    tracking_uri: str | None = None
+    tracking_uri: str | None = None  # MLflow server (default: $MLFLOW_TRACKING_URI)
 
 
 NO_FLOOR = -1.0  # below any F1: "none" (a wiring check, never a production setting)
