@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import logging
 import sys
+from typing import Any
 
 # Stage modules that contribute a subcommand, in help order.
 STAGE_MODULES = (
@@ -28,6 +29,51 @@ STAGE_MODULES = (
 )
 
 
+# One or more example command lines per subcommand (shown as each subcommand's epilog).
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "eval": ("deepcritic eval --generation.model tiny --benchmarks gsm8k --limit 8 --out outputs/eval",
+             "deepcritic eval --config configs/paper.yaml --backend vllm --samples 8"),
+    "score": ("deepcritic score --benchmark data/gsm8k.json --predictions outputs/eval/predictions/gsm8k.jsonl",),
+    "prepare": ("deepcritic prepare --source prm800k --limit 100 --out outputs/prepare",),
+    "seed": ("deepcritic seed --data outputs/prepare/train.jsonl --teacher default --max-problems 4",),
+    "sft": ("deepcritic sft --data outputs/seed/critiques.jsonl --model default --max-steps 10",),
+    "mc": ("deepcritic mc --problems outputs/prepare/train.jsonl --limit 8 --rollouts 4",),
+    "grpo": ("deepcritic grpo --model outputs/sft --data-source mc --mc-path outputs/mc --max-steps 10",),
+    "verify-vote": ("deepcritic verify-vote --problems data/gsm8k.json --limit 8 --k 4",),
+    "refine": ("deepcritic refine --problems data/gsm8k.json --limit 8 --rounds 2",),
+    "register": ("deepcritic register --checkpoint outputs/grpo --metrics-json outputs/eval/metrics.json",),
+    "promote": ("deepcritic promote --version 7 --floor-f1 41.0",
+                "deepcritic promote --margin 0.5 --verify-champion false"),
+    "registry": ("deepcritic registry status",
+                 "deepcritic registry pin --version 6 --reason 'rollback: v7 regressed'"),
+    "registry pin": ("deepcritic registry pin --version 6 --reason 'rollback: v7 regressed'",),
+    "registry unpin": ("deepcritic registry unpin",),
+    "registry status": ("deepcritic registry status --alias champion",),
+    "registry verify": ("deepcritic registry verify --version 7",),
+    "serve": ("deepcritic serve --model-uri models:/deepcritic@champion --port 8080",
+              "deepcritic serve --model-uri tiny --openai-route on --limits.max-samples 4"),
+}  # fmt: skip
+
+
+def subcommands(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, Any]:
+    """Every (nested) subcommand parser by its command line, e.g. ``"registry pin"``."""
+    out: dict[str, Any] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                out[prefix + name] = sub
+                out.update(subcommands(sub, f"{prefix}{name} "))
+    return out
+
+
+def _add_examples(parser: argparse.ArgumentParser) -> None:
+    for name, sub in subcommands(parser).items():
+        examples = EXAMPLES.get(name, ())
+        if examples:
+            sub.epilog = "examples:\n" + "\n".join(f"  {line}" for line in examples)
+            sub.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deepcritic", description="Deliberate step-level math critics: train, eval, serve."
@@ -41,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         register = getattr(module, "register_cli", None)
         if register is not None:
             register(sub)
+    _add_examples(parser)
     return parser
 
 

@@ -13,7 +13,13 @@ Precedence: dataclass defaults < YAML file < command-line flags.
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import functools
+import inspect
+import io
+import textwrap
+import tokenize
 import types
 import typing
 from pathlib import Path
@@ -158,6 +164,69 @@ def _walk_fields(cls: type, prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
+_NOT_HELP = ("fmt:", "type:", "noqa", "pragma")  # tool directives, not documentation
+
+
+def _comment_text(comment: str) -> str:
+    text = comment.lstrip("#").strip()
+    return "" if text.startswith(_NOT_HELP) else text
+
+
+@functools.cache
+def _class_comments(cls: type) -> dict[str, str]:
+    """Field name -> its comment in ``cls``'s own source: the ``# ...`` on the field's line(s),
+    else the comment lines right above it."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
+    comments: dict[int, str] = {}
+    code_lines: set[int] = set()
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            comments[tok.start[0]] = _comment_text(tok.string)
+        elif tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT):
+            code_lines.add(tok.start[0])
+    node = ast.parse(source).body[0]
+    out: dict[str, str] = {}
+    for item in getattr(node, "body", []):
+        if not (isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)):
+            continue
+        end = item.end_lineno or item.lineno
+        inline = [comments[n] for n in range(item.lineno, end + 1) if comments.get(n)]
+        above: list[str] = []
+        n = item.lineno - 1
+        while n in comments and n not in code_lines:
+            above.insert(0, comments[n])
+            n -= 1
+        text = " ".join(inline) or " ".join(t for t in above if t)
+        if text:
+            out[item.target.id] = text
+    return out
+
+
+def field_comment(cls: type, name: str) -> str:
+    """The comment documenting field ``name`` of dataclass ``cls`` (searched along the MRO)."""
+    for klass in cls.__mro__:
+        if name in getattr(klass, "__annotations__", {}):
+            return _class_comments(klass).get(name, "")
+    return ""
+
+
+def _field_help(cls: type, dotted: str) -> str:
+    owner, parts = cls, dotted.split(".")
+    hints = _hints(owner)
+    for part in parts[:-1]:
+        owner = hints[part]
+        hints = _hints(owner)
+    name = parts[-1]
+    field = next(f for f in dataclasses.fields(owner) if f.name == name)  # type: ignore[arg-type]
+    text = field_comment(owner, name)
+    if field.default is not dataclasses.MISSING:
+        text = f"{text} (default: {field.default!r})" if text else f"default: {field.default!r}"
+    return text.replace("%", "%%")
+
+
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """Expose every (nested) field as ``--dotted.name``; values stay strings until loading."""
     parser.add_argument("--config", help="YAML file with values for this stage's config")
@@ -172,7 +241,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             dest=f"cfg:{dotted}",
             default=_MISSING,
             metavar=_metavar(tp),
-            help=argparse.SUPPRESS if dotted.count(".") > 1 else None,
+            help=argparse.SUPPRESS if dotted.count(".") > 1 else _field_help(cls, dotted),
         )
 
 

@@ -328,3 +328,25 @@ def test_empty_input_and_bad_config(spiky: HFBackend, tmp_path: Path) -> None:
         spiky.generate([[]], SamplingParams())
     with pytest.raises(ValueError, match="batch_size"):
         HFBackend(BackendConfig(model=str(tmp_path), batch_size=0))
+
+
+def test_stop_string_matcher_is_built_once_per_stop_set(spiky: HFBackend) -> None:
+    """The matcher preprocesses the whole vocabulary: a second request with the same stop strings
+    reuses it and is faster by about that time (both generate paths go through the cache)."""
+    import time
+
+    from transformers import StopStringCriteria
+
+    stops = ("qzv", "xq zk!")
+    t0 = time.perf_counter()
+    StopStringCriteria(spiky.tokenizer, list(stops))  # what building one costs (uncached)
+    build_s = time.perf_counter() - t0
+    params = SamplingParams(max_tokens=2, stop=stops)
+    took = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        spiky.generate([_prompt(1)], params)
+        took.append(time.perf_counter() - t0)
+    assert spiky.stop_criterion(stops) is spiky.stop_criterion(list(stops))
+    assert spiky.stop_criterion(stops) is not spiky.stop_criterion(stops[:1])
+    assert took[1] < took[0] - build_s / 2, f"build {build_s:.2f}s, requests {took}"

@@ -248,14 +248,14 @@ class RefineConfig:
     compare_baseline: bool = True  # also refine with baseline_critic, from the same solutions
     rounds: int = 1  # critique -> rewrite rounds; a refined solution goes back to the critic
     gen_temperature: float = 0.0  # greedy initial solutions and rewrites
-    gen_max_tokens: int = 1024
+    gen_max_tokens: int = 1024  # token budget of each (re)generated solution
     critic_temperature: float = 0.6  # paper: critics evaluated at T=0.6 (as in `deepcritic eval`)
     critic_top_p: float = 0.9  # paper
     critic_max_tokens: int = 4096  # ours: as `deepcritic eval`, room for deliberate critiques
     max_critique_chars: int = 4000  # feedback handed to the generator is cut to this (from the end)
-    seed: int = 0
-    out: str = "outputs/refine"
-    tracking_uri: str | None = None
+    seed: int = 0  # sampling seed (runs are reproducible)
+    out: str = "outputs/refine"  # output folder (records and metrics)
+    tracking_uri: str | None = None  # MLflow server (default: $MLFLOW_TRACKING_URI; "off" = none)
 
     def __post_init__(self) -> None:
         if self.rounds < 1:

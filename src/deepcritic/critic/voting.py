@@ -206,8 +206,8 @@ class VotingConfig:
     generator: BackendConfig = field(default_factory=BackendConfig)
     critic: BackendConfig = field(default_factory=BackendConfig)
     gen_temperature: float = 0.7  # sampling, so the k solutions differ
-    gen_top_p: float = 1.0
-    gen_max_tokens: int = 1024
+    gen_top_p: float = 1.0  # nucleus sampling of the generated solutions
+    gen_max_tokens: int = 1024  # token budget of each generated solution
     # critiques per solution; >1: labels combined by majority (needs critic_temperature > 0)
     critiques_per_solution: int = 1
     critic_temperature: float = 0.6  # paper: critics evaluated at T=0.6 (as in `deepcritic eval`)
@@ -216,9 +216,9 @@ class VotingConfig:
     # critiques_per_solution > 1: read each critique in the grader's strict mode, dropping those
     # without an **Answer**: marker from the vote (as `deepcritic eval` Maj@k, reference behaviour)
     require_marker: bool = True
-    seed: int = 0
-    out: str = "outputs/verify-vote"
-    tracking_uri: str | None = None
+    seed: int = 0  # sampling seed (runs are reproducible)
+    out: str = "outputs/verify-vote"  # output folder (records and metrics)
+    tracking_uri: str | None = None  # MLflow server (default: $MLFLOW_TRACKING_URI; "off" = none)
 
     def __post_init__(self) -> None:
         if not self.k or any(k < 1 for k in self.k):

@@ -41,7 +41,9 @@ def register_cli(subparsers: Any) -> None:
     add_dataclass_arguments(q, PromoteConfig)
     q.set_defaults(func=_printing(PromoteConfig, promote))
     r = subparsers.add_parser("registry", help="operator actions on the alias (pin/unpin/...)")
-    actions = r.add_subparsers(dest="registry_command", required=True, metavar="ACTION")
+    actions = r.add_subparsers(
+        dest="registry_command", required=True, metavar="ACTION", help="what to do with the alias"
+    )
     for name, (help_text, action) in OPERATOR_COMMANDS.items():
         a = actions.add_parser(name, help=help_text)
         add_dataclass_arguments(a, operator.OperatorConfig)

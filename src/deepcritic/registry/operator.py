@@ -20,15 +20,15 @@ from deepcritic.registry.integrity import IntegrityError, Verifier
 
 @dataclass
 class OperatorConfig:
-    model_name: str = st.DEFAULT_MODEL_NAME
-    alias: str = st.CHAMPION
+    model_name: str = st.DEFAULT_MODEL_NAME  # registered model to act on
+    alias: str = st.CHAMPION  # the alias to pin, unpin or verify
     version: str = ""  # pin / verify: the version
     reason: str = ""  # pin: why (kept in the deepcritic.pin.<alias>.reason tag)
     require_gate: bool = True  # pin: only versions that once passed the promotion gate
     scratch_dir: str | None = None  # where versions are downloaded to be verified
-    lock_ttl_s: float = 120.0
-    lock_timeout_s: float = 600.0
-    tracking_uri: str | None = None
+    lock_ttl_s: float = 120.0  # a crashed operator command blocks others at most this long
+    lock_timeout_s: float = 600.0  # give up waiting for the alias lock after this
+    tracking_uri: str | None = None  # MLflow server (default: $MLFLOW_TRACKING_URI)
 
 
 @dataclass

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,23 +36,24 @@ from deepcritic.registry.integrity import Verifier
 from deepcritic.registry.registering import PARSE_RATE
 
 log = logging.getLogger(__name__)
+OnLocked = Callable[[lease.Lease], None]  # called with the alias lock held, before the decision
 
 
 @dataclass
 class PromoteConfig:
-    model_name: str = st.DEFAULT_MODEL_NAME
+    model_name: str = st.DEFAULT_MODEL_NAME  # registered model whose alias may move
     version: str = ""  # candidate version; "" = the latest version
     metric: str = "avg_f1"  # paper: DeepCritic compares critics by average F1 over benchmarks
     margin: float = 0.0  # candidate must beat the champion by strictly more than this (>= 0)
     floor_f1: float = 0.0  # ours: metric must be strictly above it (pipeline: the base model's F1)
     parse_rate_metric: str = PARSE_RATE  # % of items with a readable verdict (see registering)
     min_parse_rate: float = 50.0  # ours: a critic must give a readable verdict on half the items
-    alias: str = st.CHAMPION
+    alias: str = st.CHAMPION  # the alias that points at the serving version
     verify_champion: bool = True  # also re-hash the current holder (downloads it) before comparing
     scratch_dir: str | None = None  # where versions are downloaded to be verified (temp if unset)
     lock_ttl_s: float = 120.0  # a crashed promoter blocks others at most this long
     lock_timeout_s: float = 600.0  # give up waiting for the alias lock after this
-    tracking_uri: str | None = None
+    tracking_uri: str | None = None  # MLflow server (default: $MLFLOW_TRACKING_URI)
 
 
 NO_FLOOR = -1.0  # below any F1: "none" (a wiring check, never a production setting)
@@ -223,7 +225,7 @@ def _decide_locked(
 
 
 def _compare_and_move(
-    client: Any, config: PromoteConfig, version: str, verifier: Verifier
+    client: Any, config: PromoteConfig, version: str, verifier: Verifier, on_locked: OnLocked | None
 ) -> _Outcome:
     name, alias = config.model_name, config.alias
     for _ in range(10):
@@ -235,6 +237,8 @@ def _compare_and_move(
         with lease.hold(
             client, name, alias, ttl_s=config.lock_ttl_s, timeout_s=config.lock_timeout_s
         ) as lk:
+            if on_locked is not None:
+                on_locked(lk)
             state = st.read_alias_state(client, name, alias)
             if state.holder == seen:
                 return _decide_locked(client, config, version, state, problem, lk)
@@ -252,8 +256,11 @@ def _decision_tags(failure: str | None, out: _Outcome) -> dict[str, str]:
     }
 
 
-def promote(config: PromoteConfig) -> PromoteResult:
-    """Gate the candidate, then move ``@alias`` to it iff it beats the holder by ``margin``."""
+def promote(config: PromoteConfig, *, on_locked: OnLocked | None = None) -> PromoteResult:
+    """Gate the candidate, then move ``@alias`` to it iff it beats the holder by ``margin``.
+
+    ``on_locked`` (for observers and fault tests) is called each time the alias lock is taken,
+    before the alias state is read under it."""
     _validate(config)
     client = st.client(config.tracking_uri)
     cand = _candidate(client, config)
@@ -271,7 +278,7 @@ def promote(config: PromoteConfig) -> PromoteResult:
         champ = st.score(client, holder, config.metric) if holder is not None else None
         out = _Outcome(False, False, f"gate: {failure}", held, champ)
     else:
-        out = _compare_and_move(client, config, version, verifier)
+        out = _compare_and_move(client, config, version, verifier, on_locked)
     st.set_version_tags(client, cand, _decision_tags(failure, out))
     log.info("promotion of %s v%s: %s (%s)", config.model_name, version, out.promoted, out.reason)
     return PromoteResult(

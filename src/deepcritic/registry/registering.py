@@ -44,16 +44,16 @@ PARSE_RATE = (
 @dataclass
 class RegisterConfig:
     checkpoint: str = ""  # HF checkpoint folder (config.json + *.safetensors + tokenizer)
-    model_name: str = st.DEFAULT_MODEL_NAME
+    model_name: str = st.DEFAULT_MODEL_NAME  # registered model to add the version to
     base_model: str = ""  # what the critic was fine-tuned from (e.g. "default")
     data_hash: str = ""  # hash of the training data (stage outputs carry it)
     data_paths: list[str] = field(default_factory=list)  # hashed into data_hash when given
     metrics: dict[str, float] = field(default_factory=dict)  # e.g. {"avg_f1": 41.0}
     metrics_json: str | None = None  # the evaluate stage's metrics.json
     predictions_dir: str | None = None  # evaluate's predictions/ (default: next to metrics_json)
-    tags: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)  # extra version tags, e.g. {"run": "r1"}
     scratch_dir: str | None = None  # where an existing version is downloaded to be verified
-    tracking_uri: str | None = None
+    tracking_uri: str | None = None  # MLflow server (default: $MLFLOW_TRACKING_URI)
 
 
 @dataclass

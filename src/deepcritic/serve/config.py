@@ -35,15 +35,15 @@ class LimitsConfig:
     max_body_bytes: int = 1_000_000  # 413 above this (checked before the body is read)
     max_instances: int = 32  # v1 ``instances`` / v2 batch dimension per request
     max_steps: int = 64  # steps per solution
-    max_problem_chars: int = 20_000
-    max_step_chars: int = 20_000
+    max_problem_chars: int = 20_000  # characters of the problem text
+    max_step_chars: int = 20_000  # characters of one step
     max_prompt_tokens: int = 6_144  # the rendered critique prompt, counted with the tokenizer
     max_new_tokens: int = 8_192  # upper bound a request may set as max_tokens
     max_samples: int = 16  # samples k per request (majority vote when k > 1)
     # The cost of one request: the sum over its instances of samples x max_tokens. The default is
     # one full majority vote at the longest critique (16 x 8192), not 32 of them.
     max_request_tokens: int = 131_072
-    max_temperature: float = 2.0
+    max_temperature: float = 2.0  # highest temperature a request may set
     # The chat route (docs/serving.md, "Limits"): everything a chat request can make the server do.
     max_messages: int = 64  # messages per chat request
     max_message_chars: int = 60_000  # all messages' text together (tokens: max_prompt_tokens)
@@ -51,6 +51,7 @@ class LimitsConfig:
     # Characters per stop string. The HF backend builds a stop-string matcher for every request
     # with stop strings, which costs about 1.2 s + 0.11 s per stop character (measured on 2 shared
     # CPU cores, SmolLM2's 49k-token vocabulary): 4 x 16 characters ~3 s; 4 x 1000 took 32 s.
+    # Once per distinct stop-string set: the backend keeps the last 16 matchers.
     max_stop_chars: int = 16
 
     def __post_init__(self) -> None:
@@ -76,7 +77,7 @@ class ServeConfig:
     model_uri: str = "models:/deepcritic@champion"  # MLflow registry URI, local dir, tiny/default
     model_name: str = "deepcritic"  # endpoint path /v1/models/<model_name>
     host: str = "127.0.0.1"  # never 0.0.0.0 unless asked (the container sets it explicitly)
-    port: int = 8080
+    port: int = 8080  # HTTP port (KServe expects 8080)
     tracking_uri: str | None = None  # MLflow server for models:/ URIs ($MLFLOW_TRACKING_URI)
     # Cache of downloaded checkpoints, one folder per registry version (reused by restarts, other
     # versions removed); default $DEEPCRITIC_CACHE/serve.
@@ -85,7 +86,7 @@ class ServeConfig:
     # Defaults a request may override.
     temperature: float = 0.0  # greedy single critique; k > 1 samples use vote_temperature
     vote_temperature: float = 1.0  # default when samples k > 1 (greedy samples would all agree)
-    top_p: float = 1.0
+    top_p: float = 1.0  # nucleus sampling (1.0 = off)
     max_tokens: int = 4_096  # critiques are long: every step is re-derived before the verdict
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
