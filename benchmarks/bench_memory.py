@@ -4,7 +4,7 @@
                                                              # small presets (1.5B, 1 GPU)
     python benchmarks/bench_memory.py --stage sft --preset paper --gpus 16
     python benchmarks/bench_memory.py --model-config /path/config.json --preset small --gpus 2
-    python benchmarks/bench_memory.py --markdown             # the README tables
+    python benchmarks/bench_memory.py --markdown             # the tables in docs/training.md
 
 Inputs: the stage preset (``src/deepcritic/configs/{sft,grpo}.<preset>.yaml``: micro-batch, lengths,
 DeepSpeed preset, gradient checkpointing, attention, vLLM share) and a model shape (Qwen2.5
@@ -289,7 +289,7 @@ def print_case(case: Case, full_logits: bool = False) -> None:
 
 
 def markdown(cases: list[Case]) -> str:
-    """One table: a column per case, a row per component (the README tables)."""
+    """One table: a column per case, a row per component (the tables in docs/training.md)."""
     results = [evaluate(c) for c in cases]
     heads = [f"{c.stage} {c.preset}, {c.gpus} x {c.gpu_gb:.0f} GB" for c in cases]
     lines = ["| per GPU (GB) | " + " | ".join(heads) + " |",
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         "--deepspeed", help="override the preset: zero3 | zero3_offload | zero2 | ''"
     )
     parser.add_argument("--full-logits", action="store_true", help="no fused LM head")
-    parser.add_argument("--markdown", action="store_true", help="README table")
+    parser.add_argument("--markdown", action="store_true", help="the docs/training.md tables")
     args = parser.parse_args(argv)
     cases = default_cases(args.gpu_gb)
     custom = (args.stage, args.preset, args.model, args.model_config, args.gpus, args.deepspeed)

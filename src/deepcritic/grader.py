@@ -7,7 +7,7 @@ Index convention: the critic writes 1-based step numbers (``\boxed{3}`` = third 
 wrong one, ``\boxed{-1}`` = all steps right). Labels inside the package are 0-based with -1 for
 "no error". :func:`step_to_label` / :func:`label_to_step` are the only conversions.
 
-The parsing rule (see the README, "The one grader"):
+The parsing rule (see docs/stages.md, "The critique format and the one grader"):
 
 1. If the text has an answer marker (``**Answer**:`` or ``Answer:``), the judgment is the first
    ``\boxed{...}`` after the last marker. Otherwise it is the last ``\boxed{...}`` in the text (the
