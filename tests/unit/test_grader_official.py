@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from support.paths import SHARED
 from deepcritic import grader
 from deepcritic.scoring import vote_outputs
+from support.paths import SHARED
 
 EVAL_PY = SHARED / "reference" / "deepcritic" / "ProcessBench" / "code" / "eval.py"
 pytestmark = pytest.mark.skipif(not EVAL_PY.is_file(), reason=f"{EVAL_PY} not present")

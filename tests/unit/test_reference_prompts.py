@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from support.paths import SHARED
 from deepcritic import grader, reference
 from deepcritic.data.processbench import bundled_slice
 from deepcritic.platform import storage
 from deepcritic.stages import evaluate
+from support.paths import SHARED
 from support.scripted_backend import ScriptedBackend
 
 REF_DIR = SHARED / "reference" / "deepcritic"
