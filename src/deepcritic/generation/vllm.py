@@ -203,6 +203,7 @@ class VLLMBackend:
             gone = sorted(r for r in live if should_stop(owner[r]))
             if gone:
                 engine.abort_request(gone)  # frees their KV blocks; the others decode on
+                log.info("vLLM: aborted %d request(s) of cancelled prompts: %s", len(gone), gone)
                 live.difference_update(gone)
             for output in engine.step() if live else ():
                 if output.finished and output.request_id in live:
