@@ -16,6 +16,12 @@ from deepcritic.critic.voting import VotingConfig
 from deepcritic.generation import BackendConfig
 from deepcritic.registry import OperatorConfig, PromoteConfig, RegisterConfig
 from deepcritic.serve.config import BatchingConfig, LimitsConfig, ServeConfig
+from deepcritic.stages.evaluate import EvalConfig
+from deepcritic.stages.grpo import CriticGRPOConfig
+from deepcritic.stages.mc import MCConfig
+from deepcritic.stages.prepare import PrepareConfig
+from deepcritic.stages.seed.config import SeedConfig, SubstepSampling
+from deepcritic.stages.sft_config import CriticSFTConfig
 
 PARSER = build_parser()
 COMMANDS = subcommands(PARSER)
@@ -55,7 +61,8 @@ def test_every_subcommand_has_examples_that_parse(name: str) -> None:
 @pytest.mark.parametrize(
     "cls",
     [BackendConfig, ServeConfig, LimitsConfig, BatchingConfig, PromoteConfig, RegisterConfig,
-     OperatorConfig, VotingConfig, RefineConfig],
+     OperatorConfig, VotingConfig, RefineConfig, EvalConfig, PrepareConfig, SeedConfig,
+     SubstepSampling, CriticSFTConfig, MCConfig, CriticGRPOConfig],
 )  # fmt: skip
 def test_config_fields_have_comments(cls: type) -> None:
     fields = dataclasses.fields(cls)

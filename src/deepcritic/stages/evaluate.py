@@ -119,7 +119,7 @@ class EvalConfig:
     vote_temperature: float = 1.0  # paper: Maj@8 samples at T=1.0
     top_p: float = 0.9  # paper
     max_tokens: int = 4096  # ours: long enough for deliberate critiques of ~10 steps
-    seed: int = 0
+    seed: int = 0  # sampling seed (reference: 42)
     limit: int | None = None  # N items per benchmark (None = all)
     # which items: first = the first `limit` in file order (paper: all items); balanced = `limit`
     # items, half erroneous and half correct, by a seeded shuffle (released files are sorted by label)
@@ -135,7 +135,7 @@ class EvalConfig:
     # deepcritic = the project's prompts (prompts/critique_*.md); reference = the authors' template,
     # Qwen's default system message and eval.py's step numbering (deepcritic.reference)
     prompt_set: str = "deepcritic"
-    out: str = "outputs/eval"
+    out: str = "outputs/eval"  # folder for predictions, metrics.json and the F1 plot
     tracking_uri: str | None = None  # None = $MLFLOW_TRACKING_URI or ./mlflow.db; "off" disables
 
     CLI_ALIASES: ClassVar[dict[str, str]] = {

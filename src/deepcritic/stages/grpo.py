@@ -55,17 +55,17 @@ class CriticGRPOConfig:
     mc_path: str = ""  # canonical JSONL written by `deepcritic mc` (meta.mc_estimates)
     limit: int | None = None  # first N solutions
     max_prompt_tokens: int | None = None  # drop (and count) longer critique prompts
-    out_dir: str = "out/grpo"
+    out_dir: str = "out/grpo"  # checkpoints; the final model in <out_dir>/final
     num_generations: int = 8  # issue spec (group size)
     max_completion_length: int = 4096  # ours: deliberate critiques are long
     temperature: float = 1.0  # ours
-    top_p: float = 1.0
+    top_p: float = 1.0  # nucleus sampling of the rollouts
     beta: float = 0.001  # KL coefficient (ours; DeepSeek-R1's value)
     learning_rate: float = 1e-6  # ours
-    lr_scheduler_type: str = "constant"
+    lr_scheduler_type: str = "constant"  # transformers scheduler name
     warmup: float = 0.0  # < 1: fraction of the steps; >= 1: a number of steps
     loss_type: LossType = "dapo"  # TRL default: token-level normalisation, no length bias
-    scale_rewards: Literal["group", "batch", "none"] = "group"
+    scale_rewards: Literal["group", "batch", "none"] = "group"  # advantage scaling (TRL)
     epsilon: float = 0.2  # PPO clip
     num_iterations: int = 1  # policy updates per generation batch (mu)
     per_device_train_batch_size: int = 8  # completions per device per micro-step
@@ -73,26 +73,26 @@ class CriticGRPOConfig:
     # completions per optimizer step, the same for every world size (accumulation derived from it)
     effective_batch_size: int | None = None
     mask_truncated_completions: bool = False  # no loss on completions cut at max_completion_length
-    num_train_epochs: float = 1.0
+    num_train_epochs: float = 1.0  # passes over the prompts (max_steps wins)
     max_steps: int = -1  # > 0 overrides epochs
     format_penalty: float = 0.0  # added for an unparsable critique (0 = off); e.g. -0.5
     precision: Precision = "auto"  # auto = bf16 on GPU and on CPUs with AMX, else fp32
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = False  # recompute activations (less memory)
     attn_implementation: str | None = None  # flash_attention_2 where the image has flash_attn
     use_vllm: bool = False  # generate with vLLM
-    vllm_mode: Literal["colocate", "server"] = "colocate"
+    vllm_mode: Literal["colocate", "server"] = "colocate"  # TRL: vLLM in the trainer
     vllm_gpu_memory_utilization: float = 0.3  # colocate: share of each GPU vLLM may take
-    vllm_tensor_parallel_size: int = 1
+    vllm_tensor_parallel_size: int = 1  # GPUs per vLLM engine (colocate)
     vllm_enable_sleep_mode: bool = False  # colocate: free vLLM's memory during the update
     deepspeed: str | None = None  # zero2 | zero3 | zero3_offload | path to a DeepSpeed JSON
-    save_steps: int = 50
-    save_total_limit: int = 2
-    logging_steps: int = 1
+    save_steps: int = 50  # checkpoint every N steps (resume)
+    save_total_limit: int = 2  # checkpoints kept
+    logging_steps: int = 1  # log reward and loss every N steps
     resume: bool = True  # continue from the newest checkpoint in out_dir/checkpoints
-    seed: int = 0
-    trust_remote_code: bool = False
+    seed: int = 0  # sampling and data order seed
+    trust_remote_code: bool = False  # run model code from the checkpoint (off: safety)
     compact_cpu_logprobs: bool = True  # score only completion tokens on CPU (see _compact_logprobs)
-    tracking_uri: str | None = None
+    tracking_uri: str | None = None  # None = $MLFLOW_TRACKING_URI or ./mlflow.db; "off" disables
 
     CLI_ALIASES = {"data": "labels_path"}
 

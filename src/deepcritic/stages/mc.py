@@ -66,7 +66,7 @@ class MCConfig:
     problems: str = "gsm8k:train"  # a load_problems spec (gsm8k:train|test, numinamath:/x, ...)
     limit: int | None = None  # first N problems (before sharding)
     skip_invalid: bool = False  # skip (and count) malformed problem rows instead of failing
-    out_dir: str = "out/mc"
+    out_dir: str = "out/mc"  # annotated solutions, the report and the plot
     shard: str = "0/1"  # i/N: this worker takes the problems whose id hashes to i mod N
     generation: BackendConfig = field(default_factory=BackendConfig)
     samples: int = 8  # paper: 8 solutions per problem
@@ -92,9 +92,9 @@ class MCConfig:
     succeed_at: float = 1e-9  # estimate >= succeed_at: the prefix succeeds (any success)
     recovery: Recovery = "skip_dip"  # a failing prefix that later recovers: skip_dip | ambiguous
     problems_per_batch: int = 8  # problems whose samples are generated in one call
-    seed: int = 0
+    seed: int = 0  # sampling seed
     plot_solutions: int = 6  # solutions drawn in the MLflow estimate plot
-    tracking_uri: str | None = None
+    tracking_uri: str | None = None  # None = $MLFLOW_TRACKING_URI or ./mlflow.db; "off" disables
 
     CLI_ALIASES = {"model": "generation.model", "backend": "generation.kind"}
 

@@ -28,12 +28,12 @@ class PrepareConfig:
     """Settings of ``deepcritic prepare``."""
 
     source: str = "champ"  # a load_solutions spec: champ, processbench:gsm8k, prm800k:/x.jsonl, ...
-    out: str = "data/prepared.jsonl"
+    out: str = "data/prepared.jsonl"  # training rows (JSONL); the held-out split beside it
     limit: int | None = None  # first N valid records in source order (None = all)
     skip_invalid: bool = False  # skip (and count) malformed rows instead of failing
-    seed: int = 0
+    seed: int = 0  # seed of the train / held-out split
     eval_fraction: float = 0.0  # share of problems held out to <out stem>.eval.jsonl (0 = none)
-    tracking_uri: str | None = None
+    tracking_uri: str | None = None  # None = $MLFLOW_TRACKING_URI or ./mlflow.db; "off" disables
 
 
 @dataclass

@@ -25,7 +25,7 @@ class CriticSFTConfig:
 
     data: str = ""  # seed output: sft.jsonl, or the seed out_dir that holds it
     model: str = "default"  # paper: Qwen2.5-7B-Instruct; default = SmolLM2-135M-Instruct
-    out_dir: str = "outputs/sft"
+    out_dir: str = "outputs/sft"  # checkpoints; the final model in <out_dir>/final
     learning_rate: float = 1e-5  # paper: 1e-5
     lr_scheduler_type: str = "cosine"  # paper: cosine
     warmup_ratio: float = 0.1  # paper: 0.1
@@ -34,22 +34,22 @@ class CriticSFTConfig:
     per_device_batch_size: int = 1  # an upper bound: lowered to divide effective / world
     max_length: int = 16384  # paper: 16384
     max_steps: int = -1  # > 0 overrides epochs (tests, smoke runs)
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: bool = True  # recompute activations (less memory, ~30% slower)
     precision: Precision = "auto"  # auto: bf16 on GPU and on CPUs with AMX, else fp32
     packing: bool = False  # BFD packing (implies padding-free; needs flash attention on GPU)
     padding_free: bool = False  # needs flash attention
     attn_implementation: str | None = None  # e.g. flash_attention_2 on GPU; None = model default
     deepspeed: str | None = None  # zero3 | zero3_offload | zero2 | a JSON file (paper: ZeRO-3)
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    logging_steps: int = 1
-    save_steps: int = 200
-    save_total_limit: int = 2
+    weight_decay: float = 0.0  # AdamW weight decay
+    max_grad_norm: float = 1.0  # gradient clipping
+    logging_steps: int = 1  # log loss every N steps
+    save_steps: int = 200  # checkpoint every N steps (resume)
+    save_total_limit: int = 2  # checkpoints kept
     resume: bool = True  # continue from the last checkpoint in out_dir/checkpoints
-    seed: int = 0
-    dataloader_num_workers: int = 0
-    trust_remote_code: bool = False
-    tracking_uri: str | None = None
+    seed: int = 0  # data order and init seed
+    dataloader_num_workers: int = 0  # DataLoader worker processes
+    trust_remote_code: bool = False  # run model code from the checkpoint (off: safety)
+    tracking_uri: str | None = None  # None = $MLFLOW_TRACKING_URI or ./mlflow.db; "off" disables
 
     def __post_init__(self) -> None:
         for name in (

@@ -16,10 +16,10 @@ TEACHERS = ("llm", "calculator")
 class SubstepSampling:
     """Sampling for one teacher sub-step (initial critique, in-depth critique, merge)."""
 
-    n: int = 1
-    temperature: float = 0.7
-    top_p: float = 0.9
-    max_tokens: int = 1024
+    n: int = 1  # samples per prompt
+    temperature: float = 0.7  # sampling temperature
+    top_p: float = 0.9  # nucleus sampling
+    max_tokens: int = 1024  # new tokens per sample
 
     def params(self, seed: int | None) -> SamplingParams:
         return SamplingParams(
@@ -66,11 +66,11 @@ class SeedConfig:
     # for solutions that show their arithmetic (deepcritic.stages.seed.calculator), no model at all
     teacher: Teacher = "llm"
     data: str = ""  # canonical JSONL of step-labelled solutions (`deepcritic prepare` output)
-    out_dir: str = "outputs/seed"
+    out_dir: str = "outputs/seed"  # records, sft.jsonl and the stage report
     generation: BackendConfig = field(default_factory=BackendConfig)
-    initial: SubstepSampling = field(default_factory=_initial)
-    indepth: SubstepSampling = field(default_factory=_indepth)
-    merge: SubstepSampling = field(default_factory=_merge)
+    initial: SubstepSampling = field(default_factory=_initial)  # the initial critique of each step
+    indepth: SubstepSampling = field(default_factory=_indepth)  # in-depth critiques: other angles, the initial one critiqued
+    merge: SubstepSampling = field(default_factory=_merge)  # merging them into one deliberate critique
     # cap on all-correct solutions whose initial critiques were already all right (paper: 250)
     balance_cap: int = 250
     # reference: quality-control rows (PRM800K meta.quality_control, seen by every labeller) skipped
@@ -85,7 +85,7 @@ class SeedConfig:
     # all of them) than this: on a small budget, short solutions give the filter a chance
     max_critiqued_steps: int | None = None
     shard: str = "0/1"  # "i/N": this worker handles shard i of N (by a stable hash of the id)
-    mode: SeedMode = "all"
+    mode: SeedMode = "all"  # all | generate (one shard) | finalize (merge the shards)
     chunk_size: int = 16  # solutions batched together; a kill loses at most this one chunk
     require_merge_match: bool = True  # drop a solution whose merged verdict contradicts its label
     # reference: only in-depth samples that wrote their own verdict are used; True lets a forced
@@ -96,8 +96,8 @@ class SeedConfig:
     drop_truncated_merges: bool = True
     skip_invalid: bool = False  # count and skip malformed input rows instead of failing
     sample_size: int = 20  # kept critiques logged as an artifact
-    seed: int = 0
-    tracking_uri: str | None = None
+    seed: int = 0  # sampling and balancing seed
+    tracking_uri: str | None = None  # None = $MLFLOW_TRACKING_URI or ./mlflow.db; "off" disables
 
     def __post_init__(self) -> None:
         if self.teacher not in TEACHERS:
