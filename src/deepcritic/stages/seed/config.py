@@ -68,9 +68,12 @@ class SeedConfig:
     data: str = ""  # canonical JSONL of step-labelled solutions (`deepcritic prepare` output)
     out_dir: str = "outputs/seed"  # records, sft.jsonl and the stage report
     generation: BackendConfig = field(default_factory=BackendConfig)
-    initial: SubstepSampling = field(default_factory=_initial)  # the initial critique of each step
-    indepth: SubstepSampling = field(default_factory=_indepth)  # in-depth critiques: other angles, the initial one critiqued
-    merge: SubstepSampling = field(default_factory=_merge)  # merging them into one deliberate critique
+    # the initial critique of each step
+    initial: SubstepSampling = field(default_factory=_initial)
+    # the in-depth critiques: other angles, and a critique of the initial one
+    indepth: SubstepSampling = field(default_factory=_indepth)
+    # merging them into one deliberate critique
+    merge: SubstepSampling = field(default_factory=_merge)
     # cap on all-correct solutions whose initial critiques were already all right (paper: 250)
     balance_cap: int = 250
     # reference: quality-control rows (PRM800K meta.quality_control, seen by every labeller) skipped
