@@ -136,7 +136,7 @@ def test_paper_preset_budgets() -> None:
     assert (cfg.sample_max_tokens, cfg.sample_top_p, cfg.sample_temperature) == (2048, 1.0, 1.0)
     assert (cfg.rollout_max_tokens, cfg.rollout_top_p, cfg.rollout_temperature) == (4096, 0.9, 0.7)
     assert cfg.max_correct_per_problem == 1 and cfg.drop_answerless_wrong
-    assert cfg.truncated_rollouts == "exclude"
+    assert cfg.truncated_rollouts == "fail"  # the reference rollout scripts
 
 
 def test_drop_counts_reach_mlflow(tmp_path: Path, local_mlflow: str) -> None:

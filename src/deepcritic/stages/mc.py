@@ -77,7 +77,7 @@ class MCConfig:
     rollout_temperature: float = 0.7  # paper: 0.7
     rollout_top_p: float = 0.9  # reference: 0.9
     rollout_max_tokens: int = 4096  # reference: 4096
-    # a rollout cut by rollout_max_tokens: left out of the estimate (exclude) or a failure (fail)
+    # a rollout cut by rollout_max_tokens: left out (exclude, ours) or a failure (fail: reference)
     truncated_rollouts: TruncatedRollouts = "exclude"
     max_steps: int = 20  # solutions with more steps are dropped (bounds rollout cost; ours)
     require_mixed: bool = True  # keep problems with both right and wrong samples (paper)
