@@ -3,7 +3,7 @@
 
 Compile (the committed pipelines/deepcritic.yaml must match; a test recompiles and compares):
     python pipelines/deepcritic.py
-Run on a cluster (kfp 2.17 CLI): the compiled defaults ARE the paper run (README "Run on a cluster"):
+Run on a cluster (kfp 2.17 CLI): the compiled defaults ARE the paper run (docs/cluster.md):
     kfp --endpoint URL run create -e deepcritic -r NAME -f pipelines/deepcritic.yaml
 Run here, end to end, with KFP's local runner:  python pipelines/run_local.py [--tiny | --rehearse]
 Cluster settings (GPU node selector + tolerations, run volume claim, MLflow ConfigMap/Secret, HF
