@@ -34,7 +34,6 @@ FAILED_TAG = "deepcritic.deploy"  # set to "failed" on a version whose rollout w
 SAMPLE_REQUEST = {
     "problem": "Tom has 3 apples and buys 2 more. How many apples does he have?",
     "steps": ["Tom starts with 3 apples.", "He buys 2 more, so 3 + 2 = 6.", "The answer is 6."],
-    "max_tokens": 256,  # a smoke check: the revision answers; a short budget keeps it quick
 }
 
 
