@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,23 +22,13 @@ from deepcritic.registry import PromoteConfig, PromoteResult, RegisterConfig, pr
 from deepcritic.registry import store as registry_store
 from deepcritic.registry.lease import Lease
 from support.checkpoints import make_checkpoint, replace_weights, stored_folder
-from support.mlflow_server import Server, running_mlflow_server
+from support.mlflow_server import Server
 from support.paths import ROOT
 
 NAME = "faults"
 FLOOR = 15.0
 TTL_S = 5.0  # the lock ttl of every promoter here
 SLACK_S = 5.0  # polling (<= 0.25 s) and a few HTTP calls on 2 shared cores
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(
-    tmp_path_factory: pytest.TempPathFactory, _mlflow_template_db: Path
-) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("mlflow-faults")
-    shutil.copy(_mlflow_template_db, root / "mlflow.db")
-    with running_mlflow_server(root) as server:
-        yield server
 
 
 def _register(tmp: Path, seed: int, f1: float) -> str:

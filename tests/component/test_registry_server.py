@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -40,22 +39,12 @@ from deepcritic.registry import (
 )
 from deepcritic.registry import store as registry_store
 from support.checkpoints import delete_artifacts, make_checkpoint, replace_weights, stored_folder
-from support.mlflow_server import Server, running_mlflow_server
+from support.mlflow_server import Server
 
 NAME = "race"
 FLOOR, MIN_PARSE = 15.0, 50.0
 SEED = int(os.environ.get("DEEPCRITIC_RACE_SEED", "16"))
 MAX_JITTER_S = 0.01
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(
-    tmp_path_factory: pytest.TempPathFactory, _mlflow_template_db: Path
-) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("mlflow-server")
-    shutil.copy(_mlflow_template_db, root / "mlflow.db")
-    with running_mlflow_server(root) as server:
-        yield server
 
 
 class _Jittery:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -10,17 +9,13 @@ from typing import Any
 import pytest
 
 from support.paths import ROOT
+from support.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def run_local() -> Iterator[Any]:
     sys.path.insert(0, str(ROOT / "pipelines"))  # run_local imports local_topology as a sibling
-    spec = importlib.util.spec_from_file_location("run_local", ROOT / "pipelines" / "run_local.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["run_local"] = module
-    spec.loader.exec_module(module)
-    yield module
+    yield load_script(ROOT / "pipelines" / "run_local.py", "run_local")
     sys.modules.pop("run_local", None)
     sys.path.remove(str(ROOT / "pipelines"))
 

@@ -3,13 +3,13 @@ the pre-ZeRO setup does not, ZeRO-3 states scale with the world, DeepSpeed's est
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from support.scripts import load_script
 
 PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_memory.py"
 GB = 1e9
@@ -17,12 +17,7 @@ GB = 1e9
 
 @pytest.fixture(scope="module")
 def mem() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_memory", PATH)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_memory"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(PATH, "bench_memory")
 
 
 @pytest.mark.parametrize("key", ["qwen2.5-7b", "qwen2.5-1.5b"])

@@ -4,14 +4,13 @@ the reported error is the root one, without the worker prefixes vLLM and torchru
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from support.paths import ROOT
+from support.scripts import load_script
 
 PATH = ROOT / "benchmarks" / "rehearse_vllm.py"
 
@@ -37,12 +36,7 @@ KeyError: 'mc_estimates'
 
 @pytest.fixture(scope="module")
 def rh() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("rehearse_vllm", PATH)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["rehearse_vllm"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(PATH, "rehearse_vllm")
 
 
 def test_root_error_without_worker_prefixes(rh: ModuleType) -> None:
