@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from deepcritic.generation import BackendConfig, SamplingParams
+from deepcritic.reference import check_prompt_set
 
 SeedMode = Literal["all", "generate", "finalize"]
 Teacher = Literal["llm", "calculator"]
@@ -65,6 +66,10 @@ class SeedConfig:
     # llm: the method's teacher (paper: Qwen2.5-72B-Instruct); calculator: a labelled CPU stand-in
     # for solutions that show their arithmetic (deepcritic.stages.seed.calculator), no model at all
     teacher: Teacher = "llm"
+    # deepcritic = the project's teacher prompts (prompts/seed_*.md) and SFT format; reference = the
+    # authors' Critique_Generation prompts, few-shot merges and SFT format (the eval.py template as
+    # the prompt), fetched by URI at the pinned commit (deepcritic.reference); paper preset: reference
+    prompt_set: str = "deepcritic"
     data: str = ""  # canonical JSONL of step-labelled solutions (`deepcritic prepare` output)
     out_dir: str = "outputs/seed"  # records, sft.jsonl and the stage report
     generation: BackendConfig = field(default_factory=BackendConfig)
@@ -105,6 +110,12 @@ class SeedConfig:
     def __post_init__(self) -> None:
         if self.teacher not in TEACHERS:
             raise ValueError(f"teacher: expected one of {TEACHERS}, got {self.teacher!r}")
+        check_prompt_set(self.prompt_set)
+        if self.teacher == "calculator" and self.prompt_set != "deepcritic":
+            raise ValueError(
+                f"teacher: calculator writes the project's format only; prompt_set: "
+                f"{self.prompt_set!r} needs teacher: llm (or prompt_set: deepcritic)"
+            )
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
         if self.balance_cap < 0:

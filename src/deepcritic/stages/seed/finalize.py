@@ -18,6 +18,7 @@ from typing import Any
 from deepcritic import grader
 from deepcritic.stages.seed.config import SeedConfig, parse_shard
 from deepcritic.stages.seed.store import (
+    check_prompt_set,
     check_unique,
     done_path,
     load_records,
@@ -86,6 +87,7 @@ def sft_row(record: dict[str, Any]) -> dict[str, Any]:
         "label": record["label"],
         "source": record.get("source", ""),
         "messages": record["messages"],
+        "prompt_set": record.get("prompt_set", "deepcritic"),
     }
 
 
@@ -101,6 +103,7 @@ def finalize(config: SeedConfig) -> Finalized:
     for i in range(total):
         records.extend(load_records(shard_path(config.out_dir, i, total)))
     check_unique(records, f"{config.out_dir}/shards")
+    check_prompt_set(records, config.prompt_set, f"{config.out_dir}/shards")
     records.sort(key=lambda r: str(r["id"]))
     capped = balance(records, config.balance_cap, config.seed)
     kept = [r for r in records if r["status"] == "kept" and str(r["id"]) not in capped]

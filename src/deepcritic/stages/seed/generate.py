@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from deepcritic import grader
 from deepcritic.generation import Backend, Prompt, SamplingParams
 from deepcritic.prompting import critique_messages
 from deepcritic.records import Solution
 from deepcritic.stages.seed.config import SeedConfig
+from deepcritic.stages.seed.reference_set import ReferenceSeedPrompts
 from deepcritic.stages.seed.teacher import (
+    VERDICT_PREFIX,
     Verdict,
     count_verdicts,
     expected_verdict,
@@ -52,6 +54,55 @@ class StepWork:
 
 
 Counts = dict[str, dict[str, Counter[str]]]
+Render = Callable[[Solution, Sequence[str]], list[dict[str, str]]]
+
+
+class SeedPrompts(Protocol):
+    """One prompt set's teacher prompts, forced-verdict line and SFT format (``prompt_set``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def initial(self, solution: Solution, index: int) -> Prompt: ...
+
+    def indepth(self, solution: Solution, index: int, initial: str) -> Prompt: ...
+
+    def merge(self, solution: Solution, index: int, initial: str, indepth: str) -> Prompt: ...
+
+    def verdict_prefix(self, index: int) -> str: ...
+
+    def body(self, merged: str) -> str: ...
+
+    def messages(self, solution: Solution, bodies: Sequence[str]) -> list[dict[str, str]]: ...
+
+
+class ProjectSeedPrompts:
+    """``prompt_set: deepcritic``: the project's prompts (prompts/seed_*.md) and critique format."""
+
+    name = "deepcritic"
+
+    def initial(self, solution: Solution, index: int) -> Prompt:
+        return initial_prompt(solution, index)
+
+    def indepth(self, solution: Solution, index: int, initial: str) -> Prompt:
+        return indepth_prompt(solution, index, initial)
+
+    def merge(self, solution: Solution, index: int, initial: str, indepth: str) -> Prompt:
+        return merge_prompt(solution, index, initial, indepth)
+
+    def verdict_prefix(self, index: int) -> str:
+        return VERDICT_PREFIX
+
+    def body(self, merged: str) -> str:
+        return critique_body(merged)
+
+    def messages(self, solution: Solution, bodies: Sequence[str]) -> list[dict[str, str]]:
+        return format_messages(solution, bodies)
+
+
+def seed_prompts(prompt_set: str) -> SeedPrompts:
+    """The prompt set named by the config (the reference files are fetched, sha256-checked)."""
+    return ReferenceSeedPrompts.load() if prompt_set == "reference" else ProjectSeedPrompts()
 
 
 def critique_chunk(
@@ -62,13 +113,14 @@ def critique_chunk(
         s.id: {k: Counter(dict.fromkeys(BASE_COUNTS, 0)) for k in SUBSTEPS} for s in solutions
     }
     work = [StepWork(s, j) for s in solutions for j in range(steps_to_critique(s))]
-    _run_initial(backend, work, config, chunk_seed, counts)
-    _run_indepth(backend, work, config, chunk_seed + 1, counts)
+    ps = seed_prompts(config.prompt_set)
+    _run_initial(backend, work, config, ps, chunk_seed, counts)
+    _run_indepth(backend, work, config, ps, chunk_seed + 1, counts)
     failed = {w.solution.id for w in work if w.indepth is None}  # no merge for a doomed solution
     merge_work = [w for w in work if w.solution.id not in failed]
-    _run_merge(backend, merge_work, config, chunk_seed + 2, counts)
+    _run_merge(backend, merge_work, config, ps, chunk_seed + 2, counts)
     return [
-        build_record(s, [w for w in work if w.solution.id == s.id], counts[s.id], config)
+        build_record(s, [w for w in work if w.solution.id == s.id], counts[s.id], config, ps)
         for s in solutions
     ]
 
@@ -80,27 +132,47 @@ def _text(v: Verdict | None) -> str:
 
 
 def _sample_all(
-    backend: Backend, prompts: list[Prompt], params: SamplingParams, desc: str
+    backend: Backend,
+    prompts: list[Prompt],
+    params: SamplingParams,
+    desc: str,
+    prefixes: list[str],
 ) -> list[list[Verdict]]:
-    """Generate for every prompt and finish every sample's verdict (one batched choose)."""
+    """Generate for every prompt and finish every sample's verdict (one batched choose;
+    ``prefixes``: each prompt's open verdict line for a forced verdict)."""
     if not prompts:
         return []
     outs = backend.generate(prompts, params, desc=desc)
     if len(outs) != len(prompts):
         raise RuntimeError(f"backend returned {len(outs)} groups for {len(prompts)} prompts")
     flat = [(i, c) for i, group in enumerate(outs) for c in group]
-    verdicts = finish_verdicts(backend, [prompts[i] for i, _ in flat], [c for _, c in flat])
+    verdicts = finish_verdicts(
+        backend,
+        [prompts[i] for i, _ in flat],
+        [c for _, c in flat],
+        [prefixes[i] for i, _ in flat],
+    )
     grouped: list[list[Verdict]] = [[] for _ in prompts]
     for (i, _), v in zip(flat, verdicts, strict=True):
         grouped[i].append(v)
     return grouped
 
 
+def _prefixes(ps: SeedPrompts, work: list[StepWork]) -> list[str]:
+    return [ps.verdict_prefix(w.index) for w in work]
+
+
 def _run_initial(
-    backend: Backend, work: list[StepWork], config: SeedConfig, seed: int, counts: Counts
+    backend: Backend,
+    work: list[StepWork],
+    config: SeedConfig,
+    ps: SeedPrompts,
+    seed: int,
+    counts: Counts,
 ) -> None:
-    prompts = [initial_prompt(w.solution, w.index) for w in work]
-    groups = _sample_all(backend, prompts, config.initial.params(seed), "seed: initial critiques")
+    prompts = [ps.initial(w.solution, w.index) for w in work]
+    params = config.initial.params(seed)
+    groups = _sample_all(backend, prompts, params, "seed: initial critiques", _prefixes(ps, work))
     for w, group in zip(work, groups, strict=True):
         c = counts[w.solution.id]["initial"]
         c["requests"] += 1
@@ -120,10 +192,16 @@ def pick_indepth(group: Sequence[Verdict], expected: int, allow_forced: bool) ->
 
 
 def _run_indepth(
-    backend: Backend, work: list[StepWork], config: SeedConfig, seed: int, counts: Counts
+    backend: Backend,
+    work: list[StepWork],
+    config: SeedConfig,
+    ps: SeedPrompts,
+    seed: int,
+    counts: Counts,
 ) -> None:
-    prompts = [indepth_prompt(w.solution, w.index, _text(w.initial)) for w in work]
-    groups = _sample_all(backend, prompts, config.indepth.params(seed), "seed: in-depth critiques")
+    prompts = [ps.indepth(w.solution, w.index, _text(w.initial)) for w in work]
+    params = config.indepth.params(seed)
+    groups = _sample_all(backend, prompts, params, "seed: in-depth critiques", _prefixes(ps, work))
     for w, group in zip(work, groups, strict=True):
         c = counts[w.solution.id]["indepth"]
         c["requests"] += 1
@@ -141,10 +219,16 @@ def _run_indepth(
 
 
 def _run_merge(
-    backend: Backend, work: list[StepWork], config: SeedConfig, seed: int, counts: Counts
+    backend: Backend,
+    work: list[StepWork],
+    config: SeedConfig,
+    ps: SeedPrompts,
+    seed: int,
+    counts: Counts,
 ) -> None:
-    prompts = [merge_prompt(w.solution, w.index, _text(w.initial), _text(w.indepth)) for w in work]
-    groups = _sample_all(backend, prompts, config.merge.params(seed), "seed: merged critiques")
+    prompts = [ps.merge(w.solution, w.index, _text(w.initial), _text(w.indepth)) for w in work]
+    params = config.merge.params(seed)
+    groups = _sample_all(backend, prompts, params, "seed: merged critiques", _prefixes(ps, work))
     for w, group in zip(work, groups, strict=True):
         c = counts[w.solution.id]["merge"]
         c["requests"] += 1
@@ -206,10 +290,12 @@ def build_record(
     work: Sequence[StepWork],
     counts: dict[str, Counter[str]],
     config: SeedConfig,
+    ps: SeedPrompts | None = None,
 ) -> dict[str, Any]:
     """The per-solution output line (kept with SFT messages, or dropped with a reason)."""
+    ps = ps or ProjectSeedPrompts()
     reason = _drop_reason(solution, work, config)
-    bodies = [critique_body(w.merged.text) for w in work if w.merged]
+    bodies = [ps.body(w.merged.text) for w in work if w.merged]
     if reason is None and not all(bodies):
         reason = "empty_critique"
     return seed_record(
@@ -221,6 +307,8 @@ def build_record(
         ),
         counts={f"{sub}.{k}": v for sub, c in counts.items() for k, v in sorted(c.items())},
         steps=[_step_dict(w) for w in work],
+        render=ps.messages,
+        prompt_set=ps.name,
     )
 
 
@@ -232,14 +320,17 @@ def seed_record(
     initial_all_right: bool,
     counts: dict[str, int],
     steps: list[dict[str, Any]],
+    render: Render = format_messages,
+    prompt_set: str = "deepcritic",
     **extra: Any,
 ) -> dict[str, Any]:
     """One seed output line, whichever teacher wrote ``bodies`` (one critique per step): kept
-    with its SFT messages when ``reason`` is None and the formatted critique grades back to the
-    label, else dropped with the reason. finalize, balance and SFT read only this shape."""
+    with its SFT messages (``render``: the prompt set's SFT format; ``prompt_set`` names it) when
+    ``reason`` is None and the formatted critique grades back to the label and every step
+    verdict, else dropped with the reason. finalize, balance and SFT read only this shape."""
     messages = None
     if reason is None:
-        messages = format_messages(solution, list(bodies))
+        messages = render(solution, list(bodies))
         if not roundtrip_ok(solution, messages[-1]["content"]):
             reason, messages = "format_roundtrip", None
     return {
@@ -252,6 +343,7 @@ def seed_record(
         "counts": counts,
         "steps": steps,
         "messages": messages,
+        "prompt_set": prompt_set,
         **extra,
     }
 

@@ -24,6 +24,7 @@ from deepcritic.stages.seed.generate import critique_chunk
 from deepcritic.stages.seed.select import select_inputs
 from deepcritic.stages.seed.store import (
     append_records,
+    check_prompt_set,
     check_unique,
     done_path,
     load_records,
@@ -75,7 +76,9 @@ def generate_shard(config: SeedConfig, backend: Backend | None = None) -> Counte
     index, total = parse_shard(config.shard)
     todo_all = select_shard(load_inputs(config, counts), index, total)
     path = shard_path(config.out_dir, index, total)
-    done_ids = check_unique(load_records(path), str(path))
+    done = load_records(path)
+    check_prompt_set(done, config.prompt_set, str(path))
+    done_ids = check_unique(done, str(path))
     todo = [s for s in todo_all if s.id not in done_ids]
     counts.update(
         {"shard.solutions": len(todo_all), "shard.already_done": len(todo_all) - len(todo)}

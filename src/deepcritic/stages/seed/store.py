@@ -84,6 +84,21 @@ def check_unique(records: Iterable[dict[str, Any]], source: str) -> set[str]:
     return seen
 
 
+def check_prompt_set(records: Iterable[dict[str, Any]], prompt_set: str, source: str) -> None:
+    """Every record must have been written with this run's ``prompt_set`` (records before the
+    field existed are ``deepcritic``): a resume never mixes two formats in one SFT file."""
+    for n, row in enumerate(records, start=1):
+        found = row.get("prompt_set", "deepcritic")
+        if found != prompt_set:
+            raise DataError(
+                source,
+                n,
+                "prompt_set",
+                f"record {row['id']!r} was written with prompt_set {found!r}, this run uses "
+                f"{prompt_set!r}: keep the prompt_set or use another out_dir",
+            )
+
+
 def append_records(f: IO[str], rows: Iterable[dict[str, Any]]) -> None:
     """Append whole lines and make them durable before returning."""
     for row in rows:

@@ -108,24 +108,34 @@ def read_verdict(completion: Completion) -> tuple[int | None, str | None]:
     return judgment.step, None
 
 
-def forced_prefill(prompt: Prompt, text: str) -> Prompt:
-    """The prompt continued by the sample and an open verdict line (the teacher picks 1 or -1)."""
+def forced_prefill(prompt: Prompt, text: str, verdict_prefix: str = VERDICT_PREFIX) -> Prompt:
+    """The prompt continued by the sample and an open verdict line (the teacher picks 1 or -1);
+    ``verdict_prefix`` is the prompt set's verdict line up to the open box."""
     body = text.rstrip()
-    prefix = f"{body}\n\n{VERDICT_PREFIX}" if body else VERDICT_PREFIX
+    prefix = f"{body}\n\n{verdict_prefix}" if body else verdict_prefix
     return [*prompt, {"role": "assistant", "content": prefix}]
 
 
 def finish_verdicts(
-    backend: Backend, prompts: Sequence[Prompt], completions: Sequence[Completion]
+    backend: Backend,
+    prompts: Sequence[Prompt],
+    completions: Sequence[Completion],
+    prefixes: Sequence[str] | None = None,
 ) -> list[Verdict]:
-    """Read every sample's verdict; force the unusable ones in one batched ``choose`` call."""
+    """Read every sample's verdict; force the unusable ones in one batched ``choose`` call
+    (``prefixes``: each sample's open verdict line, default :data:`VERDICT_PREFIX`)."""
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    if prefixes is None:
+        prefixes = [VERDICT_PREFIX] * len(prompts)
+    if len(prefixes) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(prefixes)} verdict prefixes")
     read = [read_verdict(c) for c in completions]
     todo = [i for i, (value, _) in enumerate(read) if value is None]
     picks = (
         backend.choose(
-            [forced_prefill(prompts[i], completions[i].text) for i in todo], VERDICT_CHOICES
+            [forced_prefill(prompts[i], completions[i].text, prefixes[i]) for i in todo],
+            VERDICT_CHOICES,
         )
         if todo
         else []
@@ -139,7 +149,7 @@ def finish_verdicts(
             out.append(Verdict(completion.text, value))
             continue
         choice = VERDICT_CHOICES[forced[i]]
-        text = forced_prefill([], completion.text)[-1]["content"] + choice
+        text = forced_prefill([], completion.text, prefixes[i])[-1]["content"] + choice
         out.append(Verdict(text, int(choice.rstrip("}")), forced=True, reason=reason))
     return out
 
