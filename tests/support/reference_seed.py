@@ -8,6 +8,7 @@ compares the product's rendering with what the authors' own code builds, never w
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ EVAL_PY = REFERENCE_DIR / "ProcessBench" / "code" / "eval.py"
 PRESENT = MERGE_PY.is_file() and SFT_PY.is_file() and EVAL_PY.is_file()
 
 
+@functools.lru_cache(maxsize=8)
 def _tree(path: Path) -> ast.Module:
     return ast.parse(path.read_text(encoding="utf-8"))
 

@@ -3,7 +3,8 @@
 Per labelled step: an initial critique, an in-depth critique (keep the first sample whose verdict
 matches the label), and a merge of both into one deliberate critique; solutions whose every
 in-depth verdict matches are kept, all-correct easy ones are capped, and the result is formatted
-as chat data for SFT. Sharded (``--shard i/N``) and resumable; see :mod:`deepcritic.stages.seed.stage`.
+as chat data for SFT. ``prompt_set`` picks the project's prompts or the authors'
+(:mod:`deepcritic.stages.seed.reference_set`). Sharded (``--shard i/N``) and resumable; see :mod:`deepcritic.stages.seed.stage`.
 """
 
 from deepcritic.stages.seed.config import SeedConfig, SubstepSampling, parse_shard
