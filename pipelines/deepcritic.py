@@ -112,11 +112,12 @@ def place(task: dsl.PipelineTask, stage: str, cluster: dict[str, Any]) -> dsl.Pi
 
 def _evaluate_register_promote_deploy(critic: Any, *, profile: Any, train: Any, base_model: Any,
                                       eval_benchmarks: Any, eval_limit: Any, eval_overrides: Any,
-                                      model_name: Any, margin: Any, gates: dict[str, Any],
+                                      eval_parser: Any, eval_prompt_set: Any, model_name: Any, margin: Any, gates: dict[str, Any],
                                       deploy: dict[str, Any],
                                       use: dict[str, Any], cluster: dict[str, Any]) -> None:  # fmt: skip
     ev = place(evaluate(profile=profile, model=critic, benchmarks=eval_benchmarks, limit=eval_limit,
-                        overrides=eval_overrides), "eval", cluster)  # fmt: skip
+                        overrides=eval_overrides, parser=eval_parser,
+                        prompt_set=eval_prompt_set), "eval", cluster)  # fmt: skip
     with dsl.If(use["enabled"] == True, name="use-critic"):  # noqa: E712
         vote = place(verify_vote(profile=profile, critic=critic, problems=use["problems"],
                                  limit=use["limit"], overrides=use["voting_overrides"]), "eval", cluster)  # fmt: skip
@@ -173,12 +174,14 @@ def _body(**p: Any) -> None:
     # the base model on the same benchmarks: the promotion floor (cached across runs)
     base = place(evaluate_base(profile=p["profile"], base_model=p["base_model"],
                                benchmarks=p["eval_benchmarks"], limit=p["eval_limit"],
-                               overrides=p["eval_overrides"]), "eval", c)  # fmt: skip
+                               overrides=p["eval_overrides"], parser=p["eval_parser"],
+                               prompt_set=p["eval_prompt_set"]), "eval", c)  # fmt: skip
     # RL data source: two branches. Each wires its own evaluate -> register -> promote -> deploy
     # tail (kfp.local resolves dsl.OneOf for parameters only, not artifacts, so no OneOf here).
     tail = {"profile": p["profile"], "train": train, "base_model": p["base_model"],
             "eval_benchmarks": p["eval_benchmarks"], "eval_limit": p["eval_limit"],
-            "eval_overrides": p["eval_overrides"], "model_name": p["registry_model_name"],
+            "eval_overrides": p["eval_overrides"], "eval_parser": p["eval_parser"],
+            "eval_prompt_set": p["eval_prompt_set"], "model_name": p["registry_model_name"],
             "margin": p["promote_margin"],
             "gates": {"floor": p["promote_floor"], "base_f1": base.outputs["Output"],
                       "min_parse_rate": p["promote_min_parse_rate"]},
@@ -252,6 +255,8 @@ def deepcritic_pipeline(
     eval_benchmarks: list = PAPER_BENCHMARKS,  # noqa: B006  paper: the six benchmarks
     eval_limit: int = 0,  # first N items per benchmark (0 = all)
     eval_overrides: list = [],  # noqa: B006
+    eval_parser: str = "",  # strict | official (authors' eval.py) ("" = the evaluate preset's)
+    eval_prompt_set: str = "",  # deepcritic | reference (authors' template) ("" = the preset's)
     registry_model_name: str = "deepcritic",  # MLflow registered model (serve: @champion)
     promote_margin: float = 0.0,  # promote only if avg F1 > champion's + margin
     promote_floor: str = "base",  # and > the base model's avg F1 (base | none | a number)

@@ -1,7 +1,9 @@
 """``deepcritic <command>``: one entry point; each stage module contributes its subcommand.
 
 A stage module defines ``register_cli(subparsers)``, which adds its parser and sets
-``func=<callable(args) -> int>``. Modules are imported only when the CLI runs.
+``func=<callable(args) -> int>``. Modules are imported only when the CLI runs. Every stage
+subcommand with packaged presets (:data:`PRESET_STAGES`) gets ``--preset NAME``
+(``configs/<stage>.<NAME>.yaml``, under ``--config`` and flags).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import importlib.util
 import logging
 import sys
 from typing import Any
+
+from deepcritic.config import add_preset_argument
 
 # Stage modules that contribute a subcommand, in help order.
 STAGE_MODULES = (
@@ -28,11 +32,19 @@ STAGE_MODULES = (
     "deepcritic.serve.server",
 )
 
+# Subcommand -> the stage name of its presets (configs/<stage>.<preset>.yaml).
+PRESET_STAGES = {
+    "eval": "evaluate", "prepare": "prepare", "seed": "seed", "sft": "sft", "mc": "mc",
+    "grpo": "grpo", "verify-vote": "voting", "refine": "refine", "serve": "serve",
+}  # fmt: skip
 
 # One or more example command lines per subcommand (shown as each subcommand's epilog).
 EXAMPLES: dict[str, tuple[str, ...]] = {
     "eval": ("deepcritic eval --generation.model tiny --benchmarks gsm8k --limit 8 --out outputs/eval",
-             "deepcritic eval --config configs/paper.yaml --backend vllm --samples 8"),
+             "deepcritic eval --config configs/paper.yaml --backend vllm --samples 8",
+             "deepcritic eval --preset paper-reference --model Keven16/DeepCritic-7B-RL-PRM800K",
+             "deepcritic eval --preset paper-reference --model Keven16/DeepCritic-7B-RL-PRM800K "
+             "--samples 8 --out outputs/eval-maj8"),
     "score": ("deepcritic score --benchmark data/gsm8k.json --predictions outputs/eval/predictions/gsm8k.jsonl",),
     "prepare": ("deepcritic prepare --source prm800k --limit 100 --out outputs/prepare",),
     "seed": ("deepcritic seed --data outputs/prepare/train.jsonl --teacher default --max-problems 4",),
@@ -66,6 +78,13 @@ def subcommands(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, 
     return out
 
 
+def _add_presets(parser: argparse.ArgumentParser) -> None:
+    subs = subcommands(parser)
+    for name, stage in PRESET_STAGES.items():
+        if name in subs:
+            add_preset_argument(subs[name], stage)
+
+
 def _add_examples(parser: argparse.ArgumentParser) -> None:
     for name, sub in subcommands(parser).items():
         examples = EXAMPLES.get(name, ())
@@ -87,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         register = getattr(module, "register_cli", None)
         if register is not None:
             register(sub)
+    _add_presets(parser)
     _add_examples(parser)
     return parser
 

@@ -5,9 +5,11 @@ Every stage has one dataclass. The same loader serves all of them:
 * ``load_config(EvalConfig, "configs/paper.yaml", ["generation.temperature=0.6"])``
 * on the CLI, :func:`add_dataclass_arguments` exposes every field as ``--field`` (nested fields as
   ``--generation.temperature``), plus ``--config FILE`` and short aliases a class declares in
-  ``CLI_ALIASES`` (e.g. ``--backend`` for ``generation.kind``).
+  ``CLI_ALIASES`` (e.g. ``--backend`` for ``generation.kind``); :func:`add_preset_argument` adds
+  ``--preset NAME``, a packaged ``configs/<stage>.<NAME>.yaml`` (:func:`preset_path`).
 
-Precedence: dataclass defaults < YAML file < command-line flags.
+Precedence: dataclass defaults < preset < YAML file (``--config``) < command-line flags. Mappings
+(e.g. ``generation``) merge key by key across the layers; lists and scalars are replaced.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import ast
 import dataclasses
 import functools
+import importlib.resources
 import inspect
 import io
 import textwrap
@@ -129,16 +132,35 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     cur[parts[-1]] = value
 
 
+def _read_yaml(path: str | Path) -> dict[str, Any]:
+    loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return loaded
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``; nested mappings merge key by key, anything else is replaced."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def load_config(
-    cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None
+    cls: type[T],
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    *,
+    preset: str | Path | None = None,
 ) -> T:
-    """Defaults < YAML at ``path`` < ``key.sub=value`` overrides."""
-    data: dict[str, Any] = {}
+    """Defaults < YAML at ``preset`` < YAML at ``path`` < ``key.sub=value`` overrides."""
+    data: dict[str, Any] = _read_yaml(preset) if preset else {}
     if path:
-        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
-        data = loaded
+        data = _merge(data, _read_yaml(path))
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value")
@@ -251,8 +273,55 @@ def _metavar(tp: Any) -> str:
 
 
 def config_from_args(cls: type[T], args: argparse.Namespace) -> T:
-    """Build the stage config from parsed CLI args (``--config`` file, then flags)."""
+    """Build the stage config from parsed CLI args (``--preset``, ``--config`` file, then flags)."""
     overrides = [
         f"{k[4:]}={v}" for k, v in vars(args).items() if k.startswith("cfg:") and v is not _MISSING
     ]
-    return load_config(cls, getattr(args, "config", None), overrides)
+    name, stage = getattr(args, "preset", None), getattr(args, "preset_stage", None)
+    preset = resolve_preset(stage, name) if name and stage else None
+    return load_config(cls, getattr(args, "config", None), overrides, preset=preset)
+
+
+# ---------------------------------------------------------------- packaged presets
+
+
+def presets_dir() -> Path:
+    """``src/deepcritic/configs`` (packaged with the wheel)."""
+    return Path(str(importlib.resources.files("deepcritic") / "configs"))
+
+
+def preset_path(stage: str, preset: str) -> Path | None:
+    """``configs/<stage>.<preset>.yaml`` when it exists."""
+    if not preset:
+        return None
+    path = presets_dir() / f"{stage}.{preset}.yaml"
+    return path if path.is_file() else None
+
+
+def available_presets(stage: str) -> list[str]:
+    """The preset names shipped for ``stage`` (``configs/<stage>.*.yaml``), sorted."""
+    return sorted(
+        p.name[len(stage) + 1 : -len(".yaml")] for p in presets_dir().glob(f"{stage}.*.yaml")
+    )
+
+
+def resolve_preset(stage: str, preset: str) -> Path:
+    """The preset's file, or a :class:`ConfigError` listing the presets ``stage`` has."""
+    path = preset_path(stage, preset)
+    if path is None:
+        known = ", ".join(available_presets(stage)) or "none"
+        raise ConfigError(
+            f"preset {preset!r}: no configs/{stage}.{preset}.yaml; {stage} presets: {known}"
+        )
+    return path
+
+
+def add_preset_argument(parser: argparse.ArgumentParser, stage: str) -> None:
+    """``--preset NAME``: a packaged ``configs/<stage>.<NAME>.yaml`` under ``--config`` and flags."""
+    names = ", ".join(available_presets(stage))
+    parser.add_argument(
+        "--preset",
+        metavar="NAME",
+        help=f"packaged preset configs/{stage}.NAME.yaml ({names}); --config and flags override it",
+    )
+    parser.set_defaults(preset_stage=stage)

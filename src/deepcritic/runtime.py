@@ -11,7 +11,6 @@ The local end-to-end run itself is ``pipelines/run_local.py``.
 
 from __future__ import annotations
 
-import importlib.resources
 import json
 import logging
 import os
@@ -21,7 +20,8 @@ from typing import Any, TypeVar
 import yaml
 
 from deepcritic import tracking
-from deepcritic.config import ConfigError, load_config
+from deepcritic.config import ConfigError, load_config, resolve_preset
+from deepcritic.config import preset_path as preset_path  # re-exported (it lives in config)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,14 +32,6 @@ KFP_RUN_ENV = "KFP_RUN_ID"  # set from the pod label pipeline/runid by the pipel
 # ---------------------------------------------------------------- component helpers
 
 
-def preset_path(stage: str, preset: str) -> Path | None:
-    """``src/deepcritic/configs/<stage>.<preset>.yaml`` when it exists (packaged with the wheel)."""
-    if not preset:
-        return None
-    path = Path(str(importlib.resources.files("deepcritic") / "configs" / f"{stage}.{preset}.yaml"))
-    return path if path.is_file() else None
-
-
 def preset_gpus(stage: str, profile: str = "paper") -> int:
     """GPUs one task of ``stage`` needs: its preset's ``generation.tensor_parallel_size`` (>= 1)."""
     path = preset_path(stage, profile)
@@ -48,9 +40,14 @@ def preset_gpus(stage: str, profile: str = "paper") -> int:
     return max(1, int(generation.get("tensor_parallel_size", 1)))
 
 
-def stage_config(cls: type[T], stage: str, preset: str, overrides: list[str]) -> T:
-    """Dataclass defaults < the stage's preset YAML (if it has one) < ``key=value`` overrides."""
-    path = preset_path(stage, preset)
+def stage_config(
+    cls: type[T], stage: str, preset: str, overrides: list[str], *, required: bool = False
+) -> T:
+    """Dataclass defaults < the stage's preset YAML (if it has one) < ``key=value`` overrides.
+
+    A profile name need not have a preset for every stage; with ``required`` (a preset named
+    explicitly, e.g. ``paper-reference``) a missing one is an error listing those that exist."""
+    path = resolve_preset(stage, preset) if required and preset else preset_path(stage, preset)
     if path is None and preset:
         log.info("no %s.%s.yaml preset: %s uses its defaults + overrides", stage, preset, stage)
     bad = [o for o in overrides if "=" not in o]

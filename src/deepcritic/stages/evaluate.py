@@ -17,7 +17,9 @@ Writes, under ``out``: ``predictions/<benchmark>.jsonl`` (id, label, prediction,
 raw outputs), ``metrics.json`` and ``f1.png``; prints a table; logs params, metrics and artifacts to
 MLflow. A benchmark whose predictions file is complete for the same settings (model, backend,
 sampling, ``require_marker``, prompt, data source) is not generated again (rerun after a crash
-resumes where it stopped, benchmark by benchmark).
+resumes where it stopped, benchmark by benchmark). With ``paper_results`` (the paper-reference
+preset) the F1 table is also printed beside the paper's published numbers, ours - paper per
+benchmark, and written to ``paper_comparison.json``/``.md`` (:mod:`deepcritic.stages.paper_compare`).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from deepcritic.scoring import (
     read_outputs,
     usable_label,
 )
+from deepcritic.stages.paper_compare import PaperComparison, paper_reference, publish
 from deepcritic.tracking import Tracker, stage_run
 
 log = logging.getLogger(__name__)
@@ -135,6 +138,10 @@ class EvalConfig:
     # deepcritic = the project's prompts (prompts/critique_*.md); reference = the authors' template,
     # Qwen's default system message and eval.py's step numbering (deepcritic.reference)
     prompt_set: str = "deepcritic"
+    # the paper's published F1 to print beside ours (with ours - paper): a YAML file or a packaged
+    # name (paper/results.yaml, arXiv 2505.00662); None = no comparison (paper-reference: set)
+    paper_results: str | None = None
+    paper_row: str | None = None  # the paper_results row; None = the row naming generation.model
     out: str = "outputs/eval"  # folder for predictions, metrics.json and the F1 plot
     tracking_uri: str | None = None  # None = $MLFLOW_TRACKING_URI or ./mlflow.db; "off" disables
 
@@ -150,6 +157,8 @@ class EvalConfig:
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps: must be >= 1 or null, got {self.max_steps}")
         check_prompt_set(self.prompt_set)
+        if self.paper_row is not None and self.paper_results is None:
+            raise ValueError("paper_row: set paper_results too (the file the row is in)")
         suite = [parse_benchmark(b, f"benchmarks[{i}]") for i, b in enumerate(self.benchmarks)]
         names = Counter(b.name for b in suite)
         dupes = sorted(n for n, c in names.items() if c > 1)
@@ -185,6 +194,7 @@ class EvalResult:
     run_id: str | None = None
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # drops per benchmark
     stats: dict[str, CritiqueStats] = field(default_factory=dict)  # output shape per benchmark
+    paper: PaperComparison | None = None  # beside the paper's numbers (paper_results)
 
     @property
     def avg_f1(self) -> float:
@@ -197,6 +207,7 @@ class EvalResult:
             "stats": {k: st.to_dict() for k, st in self.stats.items()},
             **self.averages,
             "run_id": self.run_id,
+            **({"paper_comparison": self.paper.to_dict()} if self.paper else {}),
         }
 
     def flat(self) -> dict[str, float]:
@@ -420,8 +431,14 @@ def run(config: EvalConfig) -> EvalResult:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     backend_box: list[Backend] = []
+    paper = None  # checked before anything is generated
+    if config.paper_results:
+        paper = paper_reference(
+            config.paper_results, config.generation.model, config.samples, config.paper_row
+        )
     with stage_run("evaluate", config, tracking_uri=config.tracking_uri) as tracker:
-        done = {b.name: _evaluate_one(b, config, backend_box, out) for b in config.suite()}
+        suite = config.suite()
+        done = {b.name: _evaluate_one(b, config, backend_box, out) for b in suite}
         metrics = {name: o.metrics for name, o in done.items()}
         counts = {name: o.counts for name, o in done.items()}
         stats = {name: o.stats for name, o in done.items()}
@@ -430,12 +447,18 @@ def run(config: EvalConfig) -> EvalResult:
             "avg_answer_rate": _mean(s.answer_rate for s in stats.values()),
         }
         result = EvalResult(metrics, averages, str(out), tracker.run_id, counts, stats)
+        if paper is not None:
+            scored = [(b.name, b.source, metrics[b.name].n, metrics[b.name].f1) for b in suite]
+            result.paper = paper.compare(scored, averages["avg_f1"])
+            publish(result.paper, out, tracker)
         (out / "metrics.json").write_text(json.dumps(result.to_dict(), indent=2))
         _bar_chart(metrics, out / "f1.png")
         _log(tracker, result, counts, out, backend_box[0] if backend_box else None)
     for b in backend_box:
         b.close()
     print(format_table(metrics, result.averages, stats))
+    if result.paper is not None:
+        print("\n" + result.paper.table())
     return result
 
 
