@@ -211,14 +211,14 @@ def _body(**p: Any) -> None:
 PRM800K_PHASE2 = (
     "prm800k:https://github.com/openai/prm800k/raw/main/prm800k/data/phase2_train.jsonl"
 )
-# paper: ProcessBench x4 (from the hub), MR-GSM8K as released by the DeepCritic authors, PRM800K test
+# paper: ProcessBench x4 (from the hub), MR-GSM8K and PRM800K test as released by the DeepCritic authors
 PAPER_BENCHMARKS = [
     "processbench-gsm8k=processbench:gsm8k",
     "processbench-math=processbench:math",
     "processbench-olympiadbench=processbench:olympiadbench",
     "processbench-omnimath=processbench:omnimath",
     "mrgsm8k=mrgsm8k:https://github.com/RUCBM/DeepCritic/raw/main/data/Mr-GSM8K/processed_test.json",
-    "prm800k-test=prm800k:https://github.com/openai/prm800k/raw/main/prm800k/data/phase2_test.jsonl",
+    "prm800k-test=prm800k-test:https://raw.githubusercontent.com/RUCBM/DeepCritic/6a0cde9e58bc20ac69eecf79e36fac661d28eb6f/data/prm800k/phase2_test.json",
 ]
 # paper: NuminaMath problems (AI-MO/NuminaMath-CoT as JSONL, placed on the run volume)
 NUMINAMATH = "numinamath:/mnt/deepcritic-run/inputs/numinamath/train.jsonl"

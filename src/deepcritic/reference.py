@@ -12,7 +12,8 @@ What the reference set renders (``ProcessBench/code/eval.py`` of that commit):
   conversation has none, and what eval.py writes out for Qwen2.5 instruct models);
 * user: ``templates/critique_template_new.txt`` (read and ``.strip()``-ed as eval.py does) filled by
   ``str.format(problem=..., tagged_response=...)``, the solution numbered by eval.py's rule
-  (:func:`deepcritic.grader.official_tagged_response`).
+  (:func:`deepcritic.grader.official_tagged_response`) from the step texts as the benchmark file
+  has them (:func:`released_steps`: MR-GSM8K's ``Step i:`` prefixes and spacing included).
 
 The critic answers in the authors' target format (``Critique_Generation/example1.txt``):
 ``**Critique of Step k**: ... **Judgement**: ... \boxed{1 or -1}`` and a final ``\boxed{k}``,
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from deepcritic.generation import Prompt
 from deepcritic.grader import official_tagged_response
+from deepcritic.records import Solution
 
 REPO = "RUCBM/DeepCritic"
 COMMIT = "6a0cde9e58bc20ac69eecf79e36fac661d28eb6f"  # "update RL data generation", 2025-05-18
@@ -124,3 +126,22 @@ def reference_critique_messages(problem: str, steps: list[str]) -> Prompt:
         {"role": "system", "content": QWEN_SYSTEM},
         {"role": "user", "content": user},
     ]
+
+
+def released_steps(record: Solution) -> list[str]:
+    """The step texts as the benchmark file has them, which eval.py numbers: a loader that cleans
+    steps (MR-GSM8K strips ``Step i:``) keeps the released texts in ``meta["raw_steps"]``; any
+    other record's ``steps`` are already verbatim."""
+    raw = record.meta.get("raw_steps")
+    if (
+        isinstance(raw, list)
+        and len(raw) == len(record.steps)
+        and all(isinstance(s, str) for s in raw)
+    ):
+        return list(raw)
+    return list(record.steps)
+
+
+def reference_item_messages(record: Solution) -> Prompt:
+    """:func:`reference_critique_messages` for a loaded record, from its released step texts."""
+    return reference_critique_messages(record.problem, released_steps(record))

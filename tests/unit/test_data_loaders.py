@@ -154,9 +154,11 @@ def test_mrgsm8k_released_format_keeps_an_empty_step() -> None:
     empty = sols[4]
     assert empty.steps[0] == "" and len(empty.steps) == len(raw[4]["steps"]) == 5
     assert empty.label == 2 and empty.steps[2].startswith("In a year there are 12 months")
-    assert empty.meta == {"empty_steps": [0]}
+    assert empty.meta == {"empty_steps": [0], "raw_steps": raw[4]["steps"]}
     assert [s.label for s in sols] == [r["label"] for r in raw]
-    assert all(not s.meta for i, s in enumerate(sols) if i != 4)
+    assert all("empty_steps" not in s.meta for i, s in enumerate(sols) if i != 4)
+    # the released bytes stay available (the reference prompt numbers those, as eval.py does)
+    assert [s.meta["raw_steps"] for s in sols] == [r["steps"] for r in raw]
 
 
 def test_canonical_jsonl_roundtrip_and_limit(tmp_path: Path, processbench_dir: Path) -> None:

@@ -159,3 +159,63 @@ def test_issue_examples(texts: list[str], official: int | None, strict: int | No
 def test_reference_file_is_read() -> None:
     assert isinstance(REF["extract_answer"]("\\boxed{3}"), str)
     assert ref_predict(["\\boxed{3}"], voting=False, model_path=str(Path("m"))) == 3
+
+
+# Maj@k where ties and dropped samples are the rule, not the exception: a few box strings that
+# int() alike but Counter tells apart (" 2 " strips to "2", "+2" does not), samples without the
+# marker or without a box, and an unreadable winner.
+_VOTES = [
+    "**Answer**: \\boxed{2}",
+    "\\boxed{2}",
+    "**Answer**: \\boxed{ 2 }",
+    "**Answer**: \\boxed{+2}",
+    "**Answer**: \\boxed{-1}",
+    "\\boxed{-1}",
+    "**Answer**: \\boxed{3}",
+    "**Answer**: \\boxed{x}",
+    "**Answer**: no box",
+    "no marker, no box",
+    "\\boxed{3} then **Answer**:",
+]
+tied = st.lists(st.sampled_from(_VOTES), min_size=0, max_size=8)
+
+
+@settings(max_examples=500, deadline=None)
+@given(tied, labels, st.booleans())
+def test_majority_vote_ties_and_drops_equal_eval_py(
+    texts: list[str], label: int, deepcritic: bool
+) -> None:
+    from deepcritic.scoring import read_outputs
+
+    model = "x/DeepCritic-7B-RL-PRM800K" if deepcritic else "Qwen/Qwen2.5-7B-Instruct"
+    ref = ref_predict(texts, voting=True, model_path=model)
+    assert grader.official_vote_step(texts, require_marker=deepcritic) == ref
+    got = read_outputs(texts, parser="official", require_marker=deepcritic)
+    assert got == grader.step_to_label(ref)
+    assert grader.is_match(got, label) == ref_match(ref, label)
+
+
+@pytest.mark.parametrize(
+    ("texts", "deepcritic", "expected"),
+    [
+        (["\\boxed{3}", "\\boxed{+2}", "\\boxed{2}"], False, 3),  # 1-1-1 tie: first seen wins
+        (["\\boxed{+2}", "\\boxed{3}", "\\boxed{3}"], False, 3),
+        (["\\boxed{x}", "\\boxed{x}", "\\boxed{2}"], False, None),  # the winner is not an int
+        (["\\boxed{2}", "**Answer**: \\boxed{3}"], True, 3),  # no marker: not counted
+        (["**Answer**: none", "\\boxed{2}"], True, None),  # no box among the kept
+        ([], True, None),
+    ],
+)
+def test_vote_examples(texts: list[str], deepcritic: bool, expected: int | None) -> None:
+    model = "x/DeepCritic-7B-SFT" if deepcritic else "m"
+    assert ref_predict(texts, voting=True, model_path=model) == expected
+    assert grader.official_vote_step(texts, require_marker=deepcritic) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(outputs, st.sampled_from(_VOTES)))
+def test_single_output_through_scoring_equals_eval_py(text: str) -> None:
+    from deepcritic.scoring import read_output
+
+    ref = ref_predict([text], voting=False, model_path="x/DeepCritic-7B-RL-PRM800K")
+    assert read_output(text, parser="official") == grader.step_to_label(ref)

@@ -218,3 +218,57 @@ def test_shared_aliases_are_ignored_but_own_ids_still_match() -> None:
     ]
     preds, cov = match_predictions(recs, {"1": -1, "b-1": 0})
     assert preds == [None, 0] and cov.matched == 1 and cov.extra == 1
+
+
+def _f1_by_hand(labels: list[int], preds: list[int | None]) -> float:
+    """ProcessBench's formula, written out independently of scoring.compute_metrics."""
+    err = [p == y for y, p in zip(labels, preds, strict=True) if y != -1]
+    cor = [p == -1 for y, p in zip(labels, preds, strict=True) if y == -1]
+    a, b = 100 * sum(err) / len(err), 100 * sum(cor) / len(cor)
+    return 0.0 if a == 0 or b == 0 else 2 * a * b / (a + b)
+
+
+def test_score_cli_on_released_mrgsm8k_keyed_by_its_own_ids_gives_the_right_f1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Predictions as a user writes them from the released file: its int ids, some right, some
+    wrong, one unreadable, one item without a prediction (wrong)."""
+    from deepcritic.cli import main
+
+    items = json.loads(MRGSM8K_RELEASED.read_text())
+    labels = [it["label"] for it in items]
+    preds: list[int | None] = [
+        y if i % 3 else (0 if y == -1 else -1) for i, y in enumerate(labels)
+    ]  # every third item wrong
+    preds[1], preds[-1] = None, None
+    rows = [{"id": it["id"], "prediction": p} for it, p in zip(items, preds, strict=True)][:-1]
+    path = tmp_path / "preds.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["score", "--benchmark", f"mrgsm8k:{MRGSM8K_RELEASED}", "--predictions", str(path)]
+    assert main(args) == 0
+    out = capsys.readouterr()
+    got = json.loads(out.out.strip().splitlines()[-1])
+    expected = _f1_by_hand(labels, preds)
+    assert 0 < expected < 100 and got["f1"] == pytest.approx(expected)
+    assert got["n"] == len(items)
+    assert f"{len(items) - 1} of {len(items)} items have a prediction (1 missing" in out.err
+
+
+def test_every_loader_accepts_its_files_own_ids(tmp_path: Path) -> None:
+    """ProcessBench ids are kept; MR-GSM8K's int ids and CHAMP's ``<problem>-<annotation>`` are
+    aliases of the package ids; PRM800K raw rows have no id of their own (line-based ids)."""
+    from deepcritic.data.loaders import load_solutions
+    from deepcritic.data.processbench import bundled_slice
+    from deepcritic.scoring import record_keys
+
+    own = [it["id"] for it in json.loads(bundled_slice("gsm8k").read_text())]
+    pb, _ = load_solutions("processbench-slice:gsm8k")
+    assert [r.id for r in pb] == own
+    preds, cov = match_predictions(pb, {i: -1 for i in own})
+    assert cov.matched == len(own) and cov.extra == 0
+    champ, _ = load_solutions("champ", limit=3)
+    keys = {f"{r.meta['problem_id']}-{r.meta['annotation']}": r.label for r in champ}
+    preds, cov = match_predictions(champ, keys)
+    assert cov.matched == 3 and preds == [r.label for r in champ]
+    mr = Solution(id="mrgsm8k-7", problem="p", steps=["s"], source="mrgsm8k")
+    assert record_keys(mr) == ("mrgsm8k-7", "7")

