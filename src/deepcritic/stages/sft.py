@@ -4,7 +4,9 @@ Data: ``sft.jsonl`` from the seed stage, one chat per line (system, user = criti
 assistant = deliberate critique). Each chat becomes a *conversational prompt-completion* example
 (prompt = system + user, completion = the assistant turn), so TRL 1.16 computes the loss on the
 assistant turn only (``completion_only_loss``) with the model's own chat template; this works for
-any template, with or without ``{% generation %}`` markers.
+any template, with or without ``{% generation %}`` markers. ``prompt_set`` (deepcritic | reference):
+a stored prompt is used as written and must be of the configured set; a row without one (``problem``,
+``steps``, ``completion``) gets that set's prompt (:func:`deepcritic.reference.critic_prompt`).
 
 GPU: bf16 compute with fp32 master weights (DeepSpeed keeps them under ZeRO; without DeepSpeed the
 weights load in fp32 and run under bf16 autocast), gradient checkpointing, flash attention with
