@@ -18,16 +18,22 @@ What the reference set renders (``ProcessBench/code/eval.py`` of that commit):
 The critic answers in the authors' target format (``Critique_Generation/example1.txt``):
 ``**Critique of Step k**: ... **Judgement**: ... \boxed{1 or -1}`` and a final ``\boxed{k}``,
 which the one grader reads (per-step verdicts and the final box alike).
+
+:func:`critic_prompt` is the one dispatcher on ``prompt_set`` (evaluation, SFT, GRPO and the server
+call it): ``deepcritic`` -> :func:`deepcritic.prompting.critique_messages`, ``reference`` ->
+:func:`reference_critique_messages`.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from deepcritic.generation import Prompt
 from deepcritic.grader import official_tagged_response
+from deepcritic.prompting import critique_messages, escape_control_tokens, load_prompt
 from deepcritic.records import Solution
 
 REPO = "RUCBM/DeepCritic"
@@ -118,10 +124,10 @@ def reference_text(path: str) -> str:
     return reference_path(path).read_text(encoding="utf-8")
 
 
-def reference_critique_messages(problem: str, steps: list[str]) -> Prompt:
+def reference_critique_messages(problem: str, steps: Sequence[str]) -> Prompt:
     """The authors' evaluation prompt for one item, exactly as eval.py builds it."""
     template = reference_text(CRITIQUE_TEMPLATE).strip()
-    user = template.format(problem=problem, tagged_response=official_tagged_response(steps))
+    user = template.format(problem=problem, tagged_response=official_tagged_response(list(steps)))
     return [
         {"role": "system", "content": QWEN_SYSTEM},
         {"role": "user", "content": user},
@@ -145,3 +151,42 @@ def released_steps(record: Solution) -> list[str]:
 def reference_item_messages(record: Solution) -> Prompt:
     """:func:`reference_critique_messages` for a loaded record, from its released step texts."""
     return reference_critique_messages(record.problem, released_steps(record))
+
+
+def critic_prompt(
+    problem: str,
+    steps: Sequence[str],
+    prompt_set: str,
+    *,
+    special_tokens: Iterable[str] | None = None,
+) -> Prompt:
+    """The critic's prompt for one item under ``prompt_set``: the one dispatcher.
+
+    * ``deepcritic``: :func:`deepcritic.prompting.critique_messages` (control tokens in the problem
+      and steps always escaped, plus ``special_tokens``);
+    * ``reference``: :func:`reference_critique_messages`, the authors' bytes. With
+      ``special_tokens`` given (the server passes its tokenizer's, ``()`` for the generic patterns
+      only) the problem and steps are escaped first, as in the deepcritic set: a no-op on text
+      without control tokens, so such items stay byte-identical to eval.py's prompt.
+    """
+    check_prompt_set(prompt_set)
+    if prompt_set == "deepcritic":
+        return critique_messages(problem, steps, special_tokens or ())
+    if special_tokens is not None:
+        tokens = tuple(special_tokens)
+        problem = escape_control_tokens(problem, tokens)
+        steps = [escape_control_tokens(s, tokens) for s in steps]
+    return reference_critique_messages(problem, steps)
+
+
+def prompt_set_of(prompt: Sequence[dict[str, str]]) -> str | None:
+    """Which prompt set wrote a stored chat prompt, read from its system message: Qwen's default
+    -> ``reference``, ``prompts/critique_system.md`` -> ``deepcritic``, anything else -> None."""
+    system = next((m.get("content", "") for m in prompt if m.get("role") == "system"), None)
+    if system is None:
+        return None
+    if system.strip() == QWEN_SYSTEM:
+        return "reference"
+    if system.strip() == load_prompt("critique_system.md").strip():
+        return "deepcritic"
+    return None

@@ -91,8 +91,16 @@ class ServeConfig:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     openai_route: OpenAIRoute = "auto"  # auto = on with the vLLM backend
+    # The critique prompt the v1/v2 routes build from (problem, steps); serve the set the critic
+    # was trained with. deepcritic = the project's (prompts/critique_*.md); reference = the
+    # authors' (their template, Qwen's default system message, eval.py's step numbering). The
+    # chat route sends the client's messages as given.
+    prompt_set: str = "deepcritic"
 
     def __post_init__(self) -> None:
+        from deepcritic.reference import check_prompt_set
+
+        check_prompt_set(self.prompt_set)
         if not self.host.strip():
             raise ValueError("host is empty (an empty host would listen on every interface)")
         if not 0 < self.port < 65536:

@@ -1,5 +1,5 @@
 """The critic as a ``kserve.Model``: validated requests -> one critique prompt per solution ->
-batched generate -> the one grader -> response objects (schema in :mod:`deepcritic.serve.schema`).
+batched generate -> the one grader (either prompt set's format) -> response objects (schema in :mod:`deepcritic.serve.schema`).
 
 The HTTP layer (:mod:`deepcritic.serve.routes`) parses and validates the body into a
 :class:`ParsedPayload`, calls the model (KServe's preprocess -> predict -> postprocess, with its
@@ -129,9 +129,9 @@ class CriticModel(Model):
         response_headers: dict[str, str] | None = None,
     ) -> tuple[ParsedPayload, list[Any]]:
         assert self.batcher is not None, "load() was not called"
-        tokens = self.special_tokens
+        tokens, prompt_set = self.special_tokens, self.config.prompt_set
         tasks = [
-            asyncio.ensure_future(self.batcher.generate([r.prompt(tokens)], r.params))
+            asyncio.ensure_future(self.batcher.generate([r.prompt(tokens, prompt_set)], r.params))
             for r in payload.requests
         ]
         try:

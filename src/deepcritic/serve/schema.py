@@ -32,7 +32,7 @@ from typing import Any
 
 from deepcritic.generation import Completion, Prompt, SamplingParams
 from deepcritic.grader import Judgment, parse_critique
-from deepcritic.prompting import critique_messages
+from deepcritic.reference import critic_prompt
 from deepcritic.serve.config import ServeConfig
 from deepcritic.serve.validation import RequestError as RequestError
 from deepcritic.serve.validation import check_unicode
@@ -130,9 +130,10 @@ class CritiqueRequest:
         """New tokens this request may generate: samples x max_tokens."""
         return self.params.n * self.params.max_tokens
 
-    def prompt(self, special_tokens: Iterable[str] = ()) -> Prompt:
-        """The critique prompt; control tokens in the user text are escaped."""
-        return critique_messages(self.problem, self.steps, special_tokens)
+    def prompt(self, special_tokens: Iterable[str] = (), prompt_set: str = "deepcritic") -> Prompt:
+        """The critique prompt of ``prompt_set`` (:func:`deepcritic.reference.critic_prompt`);
+        control tokens in the problem and steps are escaped in either set."""
+        return critic_prompt(self.problem, self.steps, prompt_set, special_tokens=special_tokens)
 
 
 def check_text(value: Any, field_name: str, max_chars: int) -> str:

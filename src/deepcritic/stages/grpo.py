@@ -1,13 +1,17 @@
 r"""Stage 3b: GRPO reinforcement learning of the critic (TRL ``GRPOTrainer``).
 
 * Policy: the SFT checkpoint (any name :func:`deepcritic.models.resolve_model` accepts).
-* Prompt: :func:`deepcritic.prompting.critique_messages` (the evaluation prompt, unchanged).
+* Prompt: :func:`deepcritic.reference.critic_prompt` in the configured ``prompt_set`` (the
+  evaluation prompt, unchanged: the project's, or the authors' with ``prompt_set: reference``).
 * Reward: :func:`deepcritic.rewards.first_error_reward`: 1.0 when the one grader's reading of the
   critique equals the 0-based label, else 0.0; an optional format term (``format_penalty``, off by
   default) for completions with no readable ``\boxed{}`` judgment.
-* Data: canonical JSONL of labelled solutions; ``data_source`` switches between human labels
-  (``labels_path``: PRM800K, or CHAMP offline) and Monte Carlo annotation (``mc_path``, the output
-  of ``deepcritic mc``; every row must carry ``meta.mc_estimates``).
+* Data (:mod:`deepcritic.stages.rl_data`): canonical JSONL of labelled solutions; ``data_source``
+  switches between human labels (``labels_path``: PRM800K, or CHAMP offline) and Monte Carlo
+  annotation (``mc_path``, the output of ``deepcritic mc``; every row must carry
+  ``meta.mc_estimates``), or ``rl_data_uri`` names a released RL set. Curated (QC rows, the seed
+  stage's problems, label balance), every step counted and logged. Config:
+  :mod:`deepcritic.stages.grpo_config`.
 * MLflow (our callback, TRL's own reporting off): reward mean/std, completion lengths, the
   fraction of unparsable critiques, KL, loss, learning rate; per optimizer step.
 * Checkpoints under ``out_dir/checkpoints`` (resumed from the newest one), and a plain HF
@@ -27,163 +31,20 @@ import math
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from deepcritic import tracking
 from deepcritic.config import add_dataclass_arguments, config_from_args
 from deepcritic.models import resolve_model
-from deepcritic.prompting import critique_messages
-from deepcritic.records import DataError, LoadReport, Solution, read_solutions
 from deepcritic.rewards import make_first_error_reward
+from deepcritic.stages.grpo_config import CriticGRPOConfig as CriticGRPOConfig
+from deepcritic.stages.grpo_config import CriticGRPOResult as CriticGRPOResult
+from deepcritic.stages.rl_data import build_dataset as build_dataset
+from deepcritic.stages.rl_data import curation_params, training_solutions
+from deepcritic.stages.rl_data import load_training_solutions as load_training_solutions
 
 log = logging.getLogger(__name__)
-
-DataSource = Literal["labels", "mc"]
-LossType = Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo"]
-Precision = Literal["auto", "bf16", "fp32"]
-
-
-@dataclass
-class CriticGRPOConfig:
-    """GRPO of the critic. The paper's RL hyperparameters are not public: values are ours."""
-
-    model: str = "default"  # the SFT checkpoint (a folder, or any resolve_model name)
-    data_source: DataSource = "labels"  # labels = PRM800K/CHAMP labels; mc = `deepcritic mc` output
-    labels_path: str = ""  # canonical JSONL with human first-error labels
-    mc_path: str = ""  # canonical JSONL written by `deepcritic mc` (meta.mc_estimates)
-    limit: int | None = None  # first N solutions
-    max_prompt_tokens: int | None = None  # drop (and count) longer critique prompts
-    out_dir: str = "out/grpo"  # checkpoints; the final model in <out_dir>/final
-    num_generations: int = 8  # issue spec (group size)
-    max_completion_length: int = 4096  # ours: deliberate critiques are long
-    temperature: float = 1.0  # ours
-    top_p: float = 1.0  # nucleus sampling of the rollouts
-    beta: float = 0.001  # KL coefficient (ours; DeepSeek-R1's value)
-    learning_rate: float = 1e-6  # ours
-    lr_scheduler_type: str = "constant"  # transformers scheduler name
-    warmup: float = 0.0  # < 1: fraction of the steps; >= 1: a number of steps
-    loss_type: LossType = "dapo"  # TRL default: token-level normalisation, no length bias
-    scale_rewards: Literal["group", "batch", "none"] = "group"  # advantage scaling (TRL)
-    epsilon: float = 0.2  # PPO clip
-    num_iterations: int = 1  # policy updates per generation batch (mu)
-    per_device_train_batch_size: int = 8  # completions per device per micro-step
-    gradient_accumulation_steps: int = 1  # used when effective_batch_size is None
-    # completions per optimizer step, the same for every world size (accumulation derived from it)
-    effective_batch_size: int | None = None
-    mask_truncated_completions: bool = False  # no loss on completions cut at max_completion_length
-    num_train_epochs: float = 1.0  # passes over the prompts (max_steps wins)
-    max_steps: int = -1  # > 0 overrides epochs
-    format_penalty: float = 0.0  # added for an unparsable critique (0 = off); e.g. -0.5
-    precision: Precision = "auto"  # auto = bf16 on GPU and on CPUs with AMX, else fp32
-    gradient_checkpointing: bool = False  # recompute activations (less memory)
-    attn_implementation: str | None = None  # flash_attention_2 where the image has flash_attn
-    use_vllm: bool = False  # generate with vLLM
-    vllm_mode: Literal["colocate", "server"] = "colocate"  # TRL: vLLM in the trainer
-    vllm_gpu_memory_utilization: float = 0.3  # colocate: share of each GPU vLLM may take
-    vllm_tensor_parallel_size: int = 1  # GPUs per vLLM engine (colocate)
-    vllm_enable_sleep_mode: bool = False  # colocate: free vLLM's memory during the update
-    deepspeed: str | None = None  # zero2 | zero3 | zero3_offload | path to a DeepSpeed JSON
-    save_steps: int = 50  # checkpoint every N steps (resume)
-    save_total_limit: int = 2  # checkpoints kept
-    logging_steps: int = 1  # log reward and loss every N steps
-    resume: bool = True  # continue from the newest checkpoint in out_dir/checkpoints
-    seed: int = 0  # sampling and data order seed
-    trust_remote_code: bool = False  # run model code from the checkpoint (off: safety)
-    compact_cpu_logprobs: bool = True  # score only completion tokens on CPU (see _compact_logprobs)
-    tracking_uri: str | None = None  # None = $MLFLOW_TRACKING_URI or ./mlflow.db; "off" disables
-
-    CLI_ALIASES = {"data": "labels_path"}
-
-
-@dataclass
-class CriticGRPOResult:
-    checkpoint: str  # out_dir/final: safetensors + tokenizer
-    steps: int
-    prompts: int
-    resumed_from: str | None = None
-    seconds: float = 0.0
-    seconds_per_step: float = 0.0
-    reward_curve: list[float] = field(default_factory=list)  # mean reward per logged step
-    data_counts: dict[str, int] = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------- data
-
-
-def data_path(config: CriticGRPOConfig) -> str:
-    path = config.labels_path if config.data_source == "labels" else config.mc_path
-    name = "labels_path" if config.data_source == "labels" else "mc_path"
-    if not path:
-        raise ValueError(f"data_source={config.data_source} needs {name} (a canonical JSONL file)")
-    if not Path(path).exists():
-        raise FileNotFoundError(f"{name}: {path} does not exist")
-    return path
-
-
-def data_files(path: str) -> list[Path]:
-    """A JSONL file, or every ``*.jsonl`` in a folder (the shard files of ``deepcritic mc``)."""
-    if Path(path).is_file():
-        return [Path(path)]
-    files = sorted(Path(path).glob("*.jsonl"))
-    if not files:
-        raise FileNotFoundError(f"{path}: a folder with no *.jsonl files")
-    return files
-
-
-def load_training_solutions(config: CriticGRPOConfig) -> tuple[list[Solution], LoadReport]:
-    """Labelled solutions for the configured source; MC rows must carry their estimates."""
-    path = data_path(config)
-    report = LoadReport(path)
-    rows: list[Solution] = []
-    for file in data_files(path):
-        part = read_solutions(file, report=LoadReport(str(file)))
-        report.read += len(part)
-        if config.data_source == "mc":
-            for i, r in enumerate(part, start=1):
-                if "mc_estimates" not in r.meta:
-                    raise DataError(
-                        str(file),
-                        i,
-                        "meta.mc_estimates",
-                        "is missing (data_source=mc expects `deepcritic mc` output)",
-                    )
-        rows.extend(part)
-    report.kept = len(rows)
-    if config.limit is not None:
-        rows = rows[: config.limit]
-    return rows, report
-
-
-def build_dataset(
-    rows: list[Solution], tokenizer: Any, config: CriticGRPOConfig
-) -> tuple[Any, dict[str, int]]:
-    """A ``datasets.Dataset`` with conversational ``prompt`` and integer ``label`` columns."""
-    from datasets import Dataset
-
-    counts = {"solutions": len(rows), "kept": 0, "dropped_prompt_too_long": 0}
-    records: list[dict[str, Any]] = []
-    for r in rows:
-        prompt = critique_messages(r.problem, r.steps)
-        if config.max_prompt_tokens is not None:
-            ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
-            n = len(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
-            if n > config.max_prompt_tokens:
-                counts["dropped_prompt_too_long"] += 1
-                continue
-        records.append({"prompt": prompt, "label": r.label, "id": r.id})
-    counts["kept"] = len(records)
-    if counts["dropped_prompt_too_long"]:
-        log.warning(
-            "dropped %d prompts longer than %d tokens",
-            counts["dropped_prompt_too_long"],
-            config.max_prompt_tokens,
-        )
-    if not records:
-        raise ValueError("no training prompts left (check the data file and max_prompt_tokens)")
-    return Dataset.from_list(records), counts
-
 
 # --------------------------------------------------------------------------- trainer
 
@@ -383,17 +244,18 @@ def run(config: CriticGRPOConfig) -> CriticGRPOResult:
     _validate(config)
     from trl import GRPOTrainer
 
-    rows, report = load_training_solutions(config)
+    rows, curated = training_solutions(config)
     path = resolve_model(config.model)
     tokenizer = _tokenizer(config, path)
-    dataset, counts = build_dataset(rows, tokenizer, config)
-    counts["read"], counts["invalid"] = report.read, report.skipped
+    dataset, built = build_dataset(rows, tokenizer, config)
+    counts = {**curated, **built}
     resume = last_checkpoint(config)
     curve: list[float] = []
     main = int(os.environ.get("RANK", "0")) == 0  # one MLflow run per stage, from rank 0
     uri = config.tracking_uri if main else "off"
     with tracking.stage_run("grpo", config, tracking_uri=uri) as tracker:
         tracker.log_metrics({f"data.{k}": v for k, v in counts.items()})
+        tracker.log_params(curation_params(config))
         trainer = GRPOTrainer(
             model=path,
             reward_funcs=[make_first_error_reward(config.format_penalty)],  # type: ignore[list-item]

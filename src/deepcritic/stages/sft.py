@@ -4,7 +4,9 @@ Data: ``sft.jsonl`` from the seed stage, one chat per line (system, user = criti
 assistant = deliberate critique). Each chat becomes a *conversational prompt-completion* example
 (prompt = system + user, completion = the assistant turn), so TRL 1.16 computes the loss on the
 assistant turn only (``completion_only_loss``) with the model's own chat template; this works for
-any template, with or without ``{% generation %}`` markers.
+any template, with or without ``{% generation %}`` markers. ``prompt_set`` (deepcritic | reference):
+a stored prompt is used as written and must be of the configured set; a row without one (``problem``,
+``steps``, ``completion``) gets that set's prompt (:func:`deepcritic.reference.critic_prompt`).
 
 GPU: bf16 compute with fp32 master weights (DeepSpeed keeps them under ZeRO; without DeepSpeed the
 weights load in fp32 and run under bf16 autocast), gradient checkpointing, flash attention with
@@ -59,26 +61,84 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_examples(path: Path) -> list[dict[str, Any]]:
-    """Seed chats -> conversational prompt/completion rows; a bad row names its line and field."""
+def load_examples(path: Path, prompt_set: str = "deepcritic") -> list[dict[str, Any]]:
+    """Seed rows -> conversational prompt/completion rows; a bad row names its line and field.
+
+    A row with ``messages`` (system, user, ..., assistant) keeps its stored prompt; its prompt set
+    (the row's ``prompt_set``, else read from the system message by
+    :func:`deepcritic.reference.prompt_set_of`) must be ``prompt_set``. A row without messages
+    gives ``problem``, ``steps`` and ``completion`` (the assistant text) and gets the prompt of
+    ``prompt_set`` (:func:`deepcritic.reference.critic_prompt`)."""
     rows: list[dict[str, Any]] = []
     for n, row in iter_jsonl(path):
-        messages = row.get("messages") if isinstance(row, dict) else None
-        if not isinstance(messages, list) or len(messages) < 2:
-            raise DataError(str(path), n, "messages", "must be a list of at least 2 messages")
-        for i, m in enumerate(messages):
-            if not isinstance(m, dict) or not isinstance(m.get("content"), str):
-                raise DataError(str(path), n, f"messages[{i}]", "needs a string 'content'")
-            if m.get("role") not in ("system", "user", "assistant"):
-                raise DataError(str(path), n, f"messages[{i}].role", f"bad role {m.get('role')!r}")
-        if messages[-1]["role"] != "assistant":
-            raise DataError(str(path), n, "messages", "the last message must be the assistant's")
-        prompt = [{"role": m["role"], "content": m["content"]} for m in messages[:-1]]
-        completion = [{"role": "assistant", "content": messages[-1]["content"]}]
-        rows.append({"prompt": prompt, "completion": completion})
+        if not isinstance(row, dict):
+            raise DataError(str(path), n, None, "must be a JSON object")
+        if "messages" in row:
+            prompt, completion = _stored_chat(row, str(path), n, prompt_set)
+        else:
+            prompt, completion = _built_chat(row, str(path), n, prompt_set)
+        rows.append(
+            {"prompt": prompt, "completion": [{"role": "assistant", "content": completion}]}
+        )
     if not rows:
         raise DataError(str(path), None, None, "no training examples")
     return rows
+
+
+def _row_prompt_set(row: dict[str, Any], path: str, n: int, stored: Any) -> str | None:
+    from deepcritic.reference import PROMPT_SETS, prompt_set_of
+
+    declared = row.get("prompt_set")
+    if declared is None:
+        return prompt_set_of(stored) if stored is not None else None
+    if declared not in PROMPT_SETS:
+        raise DataError(path, n, "prompt_set", f"must be one of {PROMPT_SETS}, got {declared!r}")
+    return str(declared)
+
+
+def _stored_chat(
+    row: dict[str, Any], path: str, n: int, prompt_set: str
+) -> tuple[list[dict[str, str]], str]:
+    messages = row["messages"]
+    if not isinstance(messages, list) or len(messages) < 2:
+        raise DataError(path, n, "messages", "must be a list of at least 2 messages")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("content"), str):
+            raise DataError(path, n, f"messages[{i}]", "needs a string 'content'")
+        if m.get("role") not in ("system", "user", "assistant"):
+            raise DataError(path, n, f"messages[{i}].role", f"bad role {m.get('role')!r}")
+    if messages[-1]["role"] != "assistant":
+        raise DataError(path, n, "messages", "the last message must be the assistant's")
+    prompt = [{"role": m["role"], "content": m["content"]} for m in messages[:-1]]
+    found = _row_prompt_set(row, path, n, prompt)
+    if found is not None and found != prompt_set:
+        raise DataError(
+            path, n, "prompt_set",
+            f"the row's stored prompt is of prompt set {found!r} but the config's prompt_set is "
+            f"{prompt_set!r} (train on seed data written with the same prompt set)",
+        )  # fmt: skip
+    return prompt, str(messages[-1]["content"])
+
+
+def _built_chat(
+    row: dict[str, Any], path: str, n: int, prompt_set: str
+) -> tuple[list[dict[str, str]], str]:
+    from deepcritic.reference import critic_prompt
+
+    problem, steps, completion = row.get("problem"), row.get("steps"), row.get("completion")
+    if not isinstance(problem, str) or not problem.strip():
+        raise DataError(path, n, "problem", "a row without messages needs a non-empty string")
+    if not isinstance(steps, list) or not steps or not all(isinstance(s, str) for s in steps):
+        raise DataError(path, n, "steps", "a row without messages needs a list of strings")
+    if not isinstance(completion, str) or not completion.strip():
+        raise DataError(path, n, "completion", "a row without messages needs the assistant text")
+    found = _row_prompt_set(row, path, n, None)
+    if found is not None and found != prompt_set:
+        raise DataError(
+            path, n, "prompt_set",
+            f"the row is marked {found!r} but the config's prompt_set is {prompt_set!r}",
+        )  # fmt: skip
+    return list(critic_prompt(problem, steps, prompt_set)), completion
 
 
 def load_model_and_tokenizer(config: CriticSFTConfig, bf16: bool) -> tuple[Any, Any]:
@@ -155,7 +215,7 @@ def run(config: CriticSFTConfig) -> CriticSFTResult:
     path = data_file(config.data)
     if not path.is_file():
         raise FileNotFoundError(f"data: {path} does not exist")
-    rows = load_examples(path)
+    rows = load_examples(path, config.prompt_set)
     digest = file_sha256(path)
     uri = config.tracking_uri if is_main_process() else "off"
     losses: list[float] = []

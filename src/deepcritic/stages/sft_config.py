@@ -24,6 +24,10 @@ class CriticSFTConfig:
     """Stage 2 (SFT of the critic). Named so as not to clash with TRL's ``SFTConfig``."""
 
     data: str = ""  # seed output: sft.jsonl, or the seed out_dir that holds it
+    # The critic's prompt: deepcritic = the project's (prompts/critique_*.md); reference = the
+    # authors' (their template, Qwen's default system message, eval.py's step numbering). A row's
+    # stored prompt is used as is and must be of this set; rows without one are built with it.
+    prompt_set: str = "deepcritic"
     model: str = "default"  # paper: Qwen2.5-7B-Instruct; default = SmolLM2-135M-Instruct
     out_dir: str = "outputs/sft"  # checkpoints; the final model in <out_dir>/final
     learning_rate: float = 1e-5  # paper: 1e-5
@@ -52,6 +56,9 @@ class CriticSFTConfig:
     tracking_uri: str | None = None  # None = $MLFLOW_TRACKING_URI or ./mlflow.db; "off" disables
 
     def __post_init__(self) -> None:
+        from deepcritic.reference import check_prompt_set
+
+        check_prompt_set(self.prompt_set)
         for name in (
             "effective_batch_size",
             "per_device_batch_size",
