@@ -40,14 +40,15 @@ from deepcritic.critique_stats import CritiqueStats, critique_stats
 from deepcritic.data.select import SELECTIONS, select_items
 from deepcritic.generation import Backend, BackendConfig, Prompt, SamplingParams, make_backend
 from deepcritic.grader import OFFICIAL_MARKER, is_match, official_extract_answer, parse_critique
-from deepcritic.prompting import critique_messages, load_prompt
+from deepcritic.prompting import load_prompt
 from deepcritic.records import Solution, iter_jsonl, write_jsonl
 from deepcritic.reference import (
     CRITIQUE_TEMPLATE,
     FILES,
     QWEN_SYSTEM,
     check_prompt_set,
-    reference_item_messages,
+    critic_prompt,
+    released_steps,
 )
 from deepcritic.scoring import (
     BenchmarkMetrics,
@@ -252,10 +253,10 @@ def _load_cached(path: Path, records: list[Solution], key: str) -> list[dict[str
 
 
 def item_messages(record: Solution, prompt_set: str) -> Prompt:
-    """One item's critique prompt in the chosen prompt set."""
-    if prompt_set == "reference":
-        return reference_item_messages(record)
-    return critique_messages(record.problem, record.steps)
+    """One item's critique prompt in the chosen prompt set (:func:`deepcritic.reference.critic_prompt`,
+    the one dispatcher); the reference set numbers the released step texts, as eval.py does."""
+    steps = released_steps(record) if prompt_set == "reference" else record.steps
+    return critic_prompt(record.problem, steps, prompt_set)
 
 
 def predict_rows(
