@@ -30,12 +30,14 @@ def grpo(
     Kubeflow Trainer TrainJob with the files on the run volume ``run_volume_claim``; ranks per node:
     ``procs_per_node``, 0 = one per GPU)."""
     import shutil
-    from dataclasses import replace
     from pathlib import Path
 
-    from deepcritic.config import to_dict
-    from deepcritic.platform.images import image as image_ref
-    from deepcritic.runtime import ensure_parent_run, stage_config
+    from deepcritic.runtime import (
+        TrainJobLaunch,
+        ensure_parent_run,
+        stage_config,
+        train_as_trainjob,
+    )
     from deepcritic.stages.grpo import CriticGRPOConfig, read_result, run
 
     ensure_parent_run()
@@ -51,14 +53,11 @@ def grpo(
         rows = trainjob.put_on_volume(src, folder / "inputs" / "data")  # a file or MC's folder
         extra = [f"model={policy}", f"data_source={data_source}", f"{key}={rows}",
                  f"out_dir={folder / 'out'}"]  # fmt: skip
-        config = stage_config(CriticGRPOConfig, "grpo", profile, [*overrides, *extra])
-        job = trainjob.run_stage(
-            "grpo", to_dict(config), task="grpo", image=image_ref("train"), timeout_s=timeout_s,
-            namespace=namespace, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
-            procs_per_node=procs_per_node, volume_claim=run_volume_claim,
-            node_selector=node_selector, tolerations=tolerations,
-        )  # fmt: skip
-        result = replace(read_result(config.out_dir), checkpoint=job.checkpoint)
+        launch = TrainJobLaunch(namespace, num_nodes, gpus_per_node, procs_per_node,
+                                run_volume_claim, timeout_s, node_selector, tolerations)  # fmt: skip
+        result = train_as_trainjob(
+            CriticGRPOConfig, "grpo", profile, [*overrides, *extra], read_result, launch
+        )
     elif launcher == "inprocess":
         if Path(src).is_dir():
             src = str(sorted(Path(src).glob("*.jsonl"))[0])
