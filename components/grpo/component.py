@@ -32,12 +32,7 @@ def grpo(
     import shutil
     from pathlib import Path
 
-    from deepcritic.runtime import (
-        TrainJobLaunch,
-        ensure_parent_run,
-        stage_config,
-        train_as_trainjob,
-    )
+    from deepcritic.runtime import ensure_parent_run, stage_config
     from deepcritic.stages.grpo import CriticGRPOConfig, read_result, run
 
     ensure_parent_run()
@@ -53,11 +48,10 @@ def grpo(
         rows = trainjob.put_on_volume(src, folder / "inputs" / "data")  # a file or MC's folder
         extra = [f"model={policy}", f"data_source={data_source}", f"{key}={rows}",
                  f"out_dir={folder / 'out'}"]  # fmt: skip
-        launch = TrainJobLaunch(namespace, num_nodes, gpus_per_node, procs_per_node,
-                                run_volume_claim, timeout_s, node_selector, tolerations)  # fmt: skip
-        result = train_as_trainjob(
-            CriticGRPOConfig, "grpo", profile, [*overrides, *extra], read_result, launch
-        )
+        config = stage_config(CriticGRPOConfig, "grpo", profile, [*overrides, *extra])
+        launch = trainjob.Launch(namespace, num_nodes, gpus_per_node, procs_per_node,
+                                 run_volume_claim, timeout_s, node_selector, tolerations)  # fmt: skip
+        result = trainjob.train("grpo", config, read_result, launch)
     elif launcher == "inprocess":
         if Path(src).is_dir():
             src = str(sorted(Path(src).glob("*.jsonl"))[0])

@@ -30,12 +30,7 @@ def sft(
     ranks per node, 0 = one per GPU; the CPU rehearsal: ``gpus_per_node=0, procs_per_node=2``)."""
     import shutil
 
-    from deepcritic.runtime import (
-        TrainJobLaunch,
-        ensure_parent_run,
-        stage_config,
-        train_as_trainjob,
-    )
+    from deepcritic.runtime import ensure_parent_run, stage_config
     from deepcritic.stages.sft import CriticSFTConfig, read_result, run
 
     ensure_parent_run()
@@ -49,11 +44,10 @@ def sft(
         folder = trainjob.stage_files("sft")
         on_volume = trainjob.put_on_volume(data.path, folder / "inputs" / "data")
         extra = [f"data={on_volume}", f"model={base_model}", f"out_dir={folder / 'out'}"]
-        launch = TrainJobLaunch(namespace, num_nodes, gpus_per_node, procs_per_node,
-                                run_volume_claim, timeout_s, node_selector, tolerations)  # fmt: skip
-        result = train_as_trainjob(
-            CriticSFTConfig, "sft", profile, [*overrides, *extra], read_result, launch
-        )
+        config = stage_config(CriticSFTConfig, "sft", profile, [*overrides, *extra])
+        launch = trainjob.Launch(namespace, num_nodes, gpus_per_node, procs_per_node,
+                                 run_volume_claim, timeout_s, node_selector, tolerations)  # fmt: skip
+        result = trainjob.train("sft", config, read_result, launch)
         model.metadata["run_volume_path"] = result.checkpoint  # GRPO's TrainJob reads it in place
     elif launcher == "inprocess":
         config = stage_config(CriticSFTConfig, "sft", profile, [*overrides, f"data={data.path}",

@@ -4,7 +4,7 @@
 ``key=value`` overrides; :func:`pipeline_arguments` reads a pipeline profile
 (``configs/pipeline.<profile>.yaml``); :func:`ensure_parent_run` finds or creates the pipeline's
 parent MLflow run. SFT/GRPO run as Kubeflow Trainer TrainJobs through
-:mod:`deepcritic.platform.trainjob` (:func:`train_as_trainjob` is the components' whole call); the rest of the cluster side (run volume, Kubernetes objects,
+:mod:`deepcritic.platform.trainjob`; the rest of the cluster side (run volume, Kubernetes objects,
 the InferenceService rollout) is :mod:`deepcritic.platform`.
 The local end-to-end run itself is ``pipelines/run_local.py``.
 """
@@ -15,22 +15,16 @@ import importlib.resources
 import json
 import logging
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 
 from deepcritic import tracking
 from deepcritic.config import ConfigError, load_config
 
-if TYPE_CHECKING:
-    from _typeshed import DataclassInstance
-
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-R = TypeVar("R", bound="DataclassInstance")
 PROFILES = ("tiny", "local", "paper")
 KFP_RUN_ENV = "KFP_RUN_ID"  # set from the pod label pipeline/runid by the pipeline (cluster)
 
@@ -63,46 +57,6 @@ def stage_config(cls: type[T], stage: str, preset: str, overrides: list[str]) ->
     if bad:
         raise ConfigError(f"{stage} overrides must look like key=value, got {bad}")
     return load_config(cls, path, list(overrides))
-
-
-@dataclass(frozen=True)
-class TrainJobLaunch:
-    """Where and on what a stage's TrainJob runs: the sft/grpo components' cluster parameters."""
-
-    namespace: str  # "": the namespace this task runs in
-    num_nodes: int
-    gpus_per_node: int  # 0: no GPU request (the CPU rehearsal)
-    procs_per_node: int  # ranks per node, 0: one per GPU
-    volume_claim: str  # the run volume's PersistentVolumeClaim ("": the runtime mounts it)
-    timeout_s: int  # the job's deadline and how long this task follows it
-    node_selector: dict[str, str] | None = None  # overrides the runtime's when non-empty
-    tolerations: list[dict[str, Any]] | None = None  # overrides the runtime's when non-empty
-
-
-def train_as_trainjob(
-    config_cls: type[Any],
-    stage: Literal["sft", "grpo"],
-    profile: str,
-    overrides: list[str],
-    read_result: Callable[[str], R],
-    launch: TrainJobLaunch,
-) -> R:
-    """Train ``stage`` (preset ``profile`` + ``overrides``, its ``out_dir`` on the run volume) as a
-    TrainJob on the train image and follow it; the result it left there, ``checkpoint`` = the job's
-    final checkpoint on the volume."""
-    from deepcritic.config import to_dict
-    from deepcritic.platform import trainjob
-    from deepcritic.platform.images import image
-
-    config = stage_config(config_cls, stage, profile, overrides)
-    job = trainjob.run_stage(
-        stage, to_dict(config), task=stage, image=image("train"), timeout_s=launch.timeout_s,
-        namespace=launch.namespace, num_nodes=launch.num_nodes,
-        gpus_per_node=launch.gpus_per_node, procs_per_node=launch.procs_per_node,
-        volume_claim=launch.volume_claim, node_selector=launch.node_selector,
-        tolerations=launch.tolerations,
-    )  # fmt: skip
-    return replace(read_result(config.out_dir), checkpoint=job.checkpoint)
 
 
 def ensure_parent_run(pipeline: str = "deepcritic") -> str | None:
