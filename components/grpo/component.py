@@ -30,11 +30,8 @@ def grpo(
     Kubeflow Trainer TrainJob with the files on the run volume ``run_volume_claim``; ranks per node:
     ``procs_per_node``, 0 = one per GPU)."""
     import shutil
-    from dataclasses import replace
     from pathlib import Path
 
-    from deepcritic.config import to_dict
-    from deepcritic.platform.images import image as image_ref
     from deepcritic.runtime import ensure_parent_run, stage_config
     from deepcritic.stages.grpo import CriticGRPOConfig, read_result, run
 
@@ -52,13 +49,9 @@ def grpo(
         extra = [f"model={policy}", f"data_source={data_source}", f"{key}={rows}",
                  f"out_dir={folder / 'out'}"]  # fmt: skip
         config = stage_config(CriticGRPOConfig, "grpo", profile, [*overrides, *extra])
-        job = trainjob.run_stage(
-            "grpo", to_dict(config), task="grpo", image=image_ref("train"), timeout_s=timeout_s,
-            namespace=namespace, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
-            procs_per_node=procs_per_node, volume_claim=run_volume_claim,
-            node_selector=node_selector, tolerations=tolerations,
-        )  # fmt: skip
-        result = replace(read_result(config.out_dir), checkpoint=job.checkpoint)
+        launch = trainjob.Launch(namespace, num_nodes, gpus_per_node, procs_per_node,
+                                 run_volume_claim, timeout_s, node_selector, tolerations)  # fmt: skip
+        result = trainjob.train("grpo", config, read_result, launch)
     elif launcher == "inprocess":
         if Path(src).is_dir():
             src = str(sorted(Path(src).glob("*.jsonl"))[0])

@@ -29,10 +29,7 @@ def sft(
     volume ``run_volume_claim``, ``num_nodes`` x ``gpus_per_node`` GPUs, ZeRO-3; ``procs_per_node``
     ranks per node, 0 = one per GPU; the CPU rehearsal: ``gpus_per_node=0, procs_per_node=2``)."""
     import shutil
-    from dataclasses import replace
 
-    from deepcritic.config import to_dict
-    from deepcritic.platform.images import image as image_ref
     from deepcritic.runtime import ensure_parent_run, stage_config
     from deepcritic.stages.sft import CriticSFTConfig, read_result, run
 
@@ -48,14 +45,10 @@ def sft(
         on_volume = trainjob.put_on_volume(data.path, folder / "inputs" / "data")
         extra = [f"data={on_volume}", f"model={base_model}", f"out_dir={folder / 'out'}"]
         config = stage_config(CriticSFTConfig, "sft", profile, [*overrides, *extra])
-        job = trainjob.run_stage(
-            "sft", to_dict(config), task="sft", image=image_ref("train"), timeout_s=timeout_s,
-            namespace=namespace, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
-            procs_per_node=procs_per_node, volume_claim=run_volume_claim,
-            node_selector=node_selector, tolerations=tolerations,
-        )  # fmt: skip
-        result = replace(read_result(config.out_dir), checkpoint=job.checkpoint)
-        model.metadata["run_volume_path"] = job.checkpoint  # GRPO's TrainJob reads it in place
+        launch = trainjob.Launch(namespace, num_nodes, gpus_per_node, procs_per_node,
+                                 run_volume_claim, timeout_s, node_selector, tolerations)  # fmt: skip
+        result = trainjob.train("sft", config, read_result, launch)
+        model.metadata["run_volume_path"] = result.checkpoint  # GRPO's TrainJob reads it in place
     elif launcher == "inprocess":
         config = stage_config(CriticSFTConfig, "sft", profile, [*overrides, f"data={data.path}",
                               f"model={base_model}", f"out_dir={model.path}.work"])  # fmt: skip

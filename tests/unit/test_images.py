@@ -33,6 +33,25 @@ def _instructions(path: Path) -> list[tuple[str, str]]:
     return out
 
 
+def _script_commands(path: Path, args: str) -> str:
+    """A shared install script (images/<x>.sh) as one ``&&`` chain, ``"$@"`` replaced by ``args``."""
+    text = re.sub(r"\\\n", " ", path.read_text(encoding="utf-8"))
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    cmds = [line for line in lines if line and not line.startswith("#") and line != "set -eu"]
+    return " && ".join(cmds).replace('"$@"', args.strip())
+
+
+def expand_scripts(run: str, root: Path = ROOT) -> str:
+    """A RUN's text with each ``sh /tmp/<x>.sh ARGS`` it runs (images/<x>.sh) spelled out."""
+
+    def spell(m: re.Match[str]) -> str:
+        args = m.group(2)
+        tail = args[len(args.rstrip()) :]  # the space before a following && stays
+        return _script_commands(root / "images" / m.group(1), args) + tail
+
+    return re.sub(r"sh /tmp/([\w-]+\.sh)((?: [^&|;]+)?)", spell, run)
+
+
 def dockerfile_problems(path: Path) -> list[str]:
     """The rules we care about: pinned FROM (no latest), final stage runs as a non-root USER."""
     problems: list[str] = []
@@ -53,7 +72,7 @@ def dockerfile_problems(path: Path) -> list[str]:
         elif word == "USER":
             final_user = args
         elif word == "RUN":
-            for cmd in re.findall(r"pip (?:install|wheel)[^&]*", args):
+            for cmd in re.findall(r"pip (?:install|wheel)[^&]*", expand_scripts(args)):
                 if not _pinned_install(cmd):
                     problems.append(f"RUN {cmd[:60]}...: pip install without pinned versions")
     if final_user is None or final_user in ("root", "0", "0:0"):
@@ -127,7 +146,28 @@ def test_hadolint_clean(path: Path) -> None:
 
 
 def _runs(name: str) -> str:
-    return " ".join(a for w, a in _instructions(ROOT / f"images/{name}/Dockerfile") if w == "RUN")
+    """What the image runs: its RUNs, the shared scripts they run spelled out."""
+    runs = [a for w, a in _instructions(ROOT / f"images/{name}/Dockerfile") if w == "RUN"]
+    return " && ".join(expand_scripts(a) for a in runs)
+
+
+def test_shared_scripts_are_spelled_out_with_their_arguments(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images/x.sh").write_text(
+        '#!/bin/sh\n# c\nset -eu\npip install --no-deps \\\n    "$@"\npip check\n'
+    )
+    run = "sh /tmp/x.sh /w/a-*.whl /w/b.whl && echo done"
+    assert expand_scripts(run, tmp_path) == (
+        "pip install --no-deps /w/a-*.whl /w/b.whl && pip check && echo done"
+    )
+    (tmp_path / "images/y.sh").write_text('pip install "$@"\n')
+    unpinned = expand_scripts("sh /tmp/y.sh torch", tmp_path)
+    assert unpinned == "pip install torch" and not _pinned_install(unpinned)
+
+
+def test_shared_scripts_stop_at_the_first_failure() -> None:
+    for script in sorted((ROOT / "images").glob("*.sh")):
+        assert "\nset -eu\n" in script.read_text(encoding="utf-8"), script.name
 
 
 @pytest.mark.parametrize("name", sorted(IMAGES))
@@ -135,6 +175,9 @@ def test_dockerfile_installs_its_own_lock(name: str) -> None:
     spec = LOCKS[name]
     copies = " ".join(a for w, a in _instructions(ROOT / IMAGES[name].dockerfile) if w == "COPY")
     assert spec.path in copies
+    runs = " ".join(a for w, a in _instructions(ROOT / IMAGES[name].dockerfile) if w == "RUN")
+    for script in re.findall(r"sh /tmp/([\w-]+\.sh)", runs):  # the shared scripts it runs
+        assert f"images/{script}" in copies, script
     assert re.search(
         r"pip install [^&]*--no-deps --require-hashes[^&]*-r /tmp/requirements\.lock", _runs(name)
     )

@@ -19,7 +19,6 @@ w->c (wrong to correct) and c->w (correct to wrong) counts.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,7 +27,7 @@ from typing import Any, ClassVar, Literal
 
 from deepcritic import tracking
 from deepcritic.answers import answers_match, extract_final_answer
-from deepcritic.config import add_dataclass_arguments, config_from_args
+from deepcritic.critic.report import accuracy_plot, add_report_command
 from deepcritic.critic.voting import ProblemLike, load_problem_set, shared_backends
 from deepcritic.generation import Backend, BackendConfig, Prompt, SamplingParams
 from deepcritic.grader import NO_ERROR, Judgment, label_to_step, parse_critique
@@ -284,9 +283,7 @@ def initial_attempts(
     generator: Backend, problems: Sequence[ProblemLike], config: RefineConfig
 ) -> list[Attempt]:
     """One solution per problem (``Step 1:`` prefilled), graded against the gold answer."""
-    params = SamplingParams(
-        temperature=config.gen_temperature, max_tokens=config.gen_max_tokens, seed=config.seed
-    )
+    params = SamplingParams.from_config(config, "gen")
     outs = generator.generate(
         [solver_messages(p.problem) for p in problems], params, desc="initial solutions"
     )
@@ -298,12 +295,7 @@ def initial_attempts(
 
 def critique_round(critic: Backend, traces: Sequence[RefineTrace], config: RefineConfig) -> None:
     """Critique the current attempt of each trace and append the round's record."""
-    params = SamplingParams(
-        temperature=config.critic_temperature,
-        top_p=config.critic_top_p,
-        max_tokens=config.critic_max_tokens,
-        seed=config.seed,
-    )
+    params = SamplingParams.from_config(config, "critic")
     jobs = [t for t in traces if t.attempts[-1].steps]
     prompts = [critique_messages(t.problem, t.attempts[-1].steps) for t in jobs]
     outs = critic.generate(prompts, params, desc="critiquing") if prompts else []
@@ -316,9 +308,7 @@ def critique_round(critic: Backend, traces: Sequence[RefineTrace], config: Refin
 
 def rewrite_round(generator: Backend, traces: Sequence[RefineTrace], config: RefineConfig) -> None:
     """Rewrite every trace whose last round says ``refined``, from the wrong step on."""
-    params = SamplingParams(
-        temperature=config.gen_temperature, max_tokens=config.gen_max_tokens, seed=config.seed
-    )
+    params = SamplingParams.from_config(config, "gen")
     prompts = [refine_messages(t.problem, t.attempts[-1].steps, t.rounds[-1].plan) for t in traces]
     outs = generator.generate(prompts, params, desc="rewriting") if prompts else []
     for t, prompt, group in zip(traces, prompts, outs, strict=True):
@@ -418,43 +408,21 @@ def format_table(summaries: Sequence[RefineSummary]) -> str:
 
 def plot_summaries(summaries: Sequence[RefineSummary], path: Path) -> None:
     """Accuracy after each round (round 0 = the initial solutions), one line per critic."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for s in summaries:
-        rounds = list(range(len(s.accuracy_by_round)))
-        label = f"{s.critic} ({s.model}): w->c {s.w2c}, c->w {s.c2w}"
-        ax.plot(rounds, [100 * a for a in s.accuracy_by_round], "o-", label=label)
-    ax.set_xticks(rounds)
-    ax.set_xlabel("refinement round (0 = initial)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title("critique-guided refinement")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    xlabel, title = "refinement round (0 = initial)", "critique-guided refinement"
+    with accuracy_plot(path, xlabel=xlabel, title=title, fontsize=7) as ax:
+        for s in summaries:
+            rounds = list(range(len(s.accuracy_by_round)))
+            label = f"{s.critic} ({s.model}): w->c {s.w2c}, c->w {s.c2w}"
+            ax.plot(rounds, [100 * a for a in s.accuracy_by_round], "o-", label=label)
+        ax.set_xticks(rounds)
 
 
 # --------------------------------------------------------------------------- CLI
 
 
 def register_cli(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "refine",
-        help="critique-guided refinement: accuracy before/after, w->c and c->w",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-    )
-    add_dataclass_arguments(parser, RefineConfig)
-    parser.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    result = run(config_from_args(RefineConfig, args))
-    print(Path(result.table_path).read_text(encoding="utf-8"), end="")
-    print(f"traces: {', '.join(result.traces_paths.values())}\nplot: {result.plot_path}")
-    if result.run_id:
-        print(f"MLflow run: {result.run_id}")
-    return 0
+    add_report_command(
+        subparsers, "refine", "critique-guided refinement: accuracy before/after, w->c and c->w",
+        __doc__, RefineConfig, run,
+        lambda r: f"traces: {', '.join(r.traces_paths.values())}\nplot: {r.plot_path}",
+    )  # fmt: skip

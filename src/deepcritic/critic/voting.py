@@ -24,7 +24,6 @@ answer is that earliest sample's answer, and the vote is graded by that sample's
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 from collections.abc import Iterator, Mapping, Sequence
@@ -34,7 +33,7 @@ from typing import Any, ClassVar, Protocol
 
 from deepcritic import tracking
 from deepcritic.answers import answers_match, extract_final_answer
-from deepcritic.config import add_dataclass_arguments, config_from_args
+from deepcritic.critic.report import accuracy_plot, add_report_command
 from deepcritic.critic.votes import (
     Vote,
     answer_classes,
@@ -266,13 +265,7 @@ def sample_solutions(
     generator: Backend, problems: Sequence[ProblemLike], config: VotingConfig
 ) -> list[list[tuple[str, list[str], str | None]]]:
     """``max_k`` solutions per problem: (full text, steps, final answer)."""
-    params = SamplingParams(
-        n=config.max_k,
-        temperature=config.gen_temperature,
-        top_p=config.gen_top_p,
-        max_tokens=config.gen_max_tokens,
-        seed=config.seed,
-    )
+    params = SamplingParams.from_config(config, "gen", n=config.max_k)
     outs = generator.generate(
         [solver_messages(p.problem) for p in problems], params, desc="sampling solutions"
     )
@@ -291,13 +284,7 @@ def critique_samples(
     skipped = sum(len(r.samples) for r in records) - len(jobs)
     if skipped:
         log.warning("%d sampled solution(s) have no steps: not critiqued, not verified", skipped)
-    params = SamplingParams(
-        n=config.critiques_per_solution,
-        temperature=config.critic_temperature,
-        top_p=config.critic_top_p,
-        max_tokens=config.critic_max_tokens,
-        seed=config.seed,
-    )
+    params = SamplingParams.from_config(config, "critic", n=config.critiques_per_solution)
     strict = config.require_marker and config.critiques_per_solution > 1
     prompts = [critique_messages(r.problem, s.steps) for r, s in jobs]
     outs = critic.generate(prompts, params, desc="critiquing solutions") if prompts else []
@@ -415,45 +402,22 @@ def format_table(rows: Sequence[KRow]) -> str:
 
 def plot_rows(rows: Sequence[KRow], path: Path) -> None:
     """Accuracy vs k: pass@1, majority, critic-verified (and the pass@k oracle, dashed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     ks = [r.k for r in rows]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(ks, [100 * r.pass_at_1 for r in rows], "o-", label="pass@1")
-    ax.plot(ks, [100 * r.majority for r in rows], "s-", label="majority vote")
-    ax.plot(ks, [100 * r.verified for r in rows], "^-", label="critic-verified vote")
-    ax.plot(ks, [100 * r.pass_at_k for r in rows], "k--", alpha=0.5, label="pass@k (oracle)")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(ks, [str(k) for k in ks])
-    ax.set_xlabel("k (sampled solutions)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"verified majority voting ({rows[0].problems} problems)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    title = f"verified majority voting ({rows[0].problems} problems)"
+    with accuracy_plot(path, xlabel="k (sampled solutions)", title=title, fontsize=8) as ax:
+        ax.plot(ks, [100 * r.pass_at_1 for r in rows], "o-", label="pass@1")
+        ax.plot(ks, [100 * r.majority for r in rows], "s-", label="majority vote")
+        ax.plot(ks, [100 * r.verified for r in rows], "^-", label="critic-verified vote")
+        ax.plot(ks, [100 * r.pass_at_k for r in rows], "k--", alpha=0.5, label="pass@k (oracle)")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ks, [str(k) for k in ks])
 
 
 # --------------------------------------------------------------------------- CLI
 
 
 def register_cli(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "verify-vote",
-        help="critic-verified majority voting vs plain majority vs pass@1",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-    )
-    add_dataclass_arguments(parser, VotingConfig)
-    parser.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    result = run(config_from_args(VotingConfig, args))
-    print(Path(result.table_path).read_text(encoding="utf-8"), end="")
-    print(f"samples: {result.samples_path}\nplot: {result.plot_path}")
-    if result.run_id:
-        print(f"MLflow run: {result.run_id}")
-    return 0
+    add_report_command(
+        subparsers, "verify-vote", "critic-verified majority voting vs plain majority vs pass@1",
+        __doc__, VotingConfig, run, lambda r: f"samples: {r.samples_path}\nplot: {r.plot_path}",
+    )  # fmt: skip

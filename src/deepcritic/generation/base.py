@@ -17,7 +17,7 @@ import inspect
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 Message = dict[str, str]
 Prompt = list[Message]
@@ -51,6 +51,18 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+    @classmethod
+    def from_config(cls, config: Any, prefix: str, n: int = 1) -> SamplingParams:
+        """``n`` samples as a stage config sets them: its ``<prefix>_temperature``,
+        ``<prefix>_top_p`` (1.0 where the config has none), ``<prefix>_max_tokens`` and ``seed``."""
+        return cls(
+            n=n,
+            temperature=getattr(config, f"{prefix}_temperature"),
+            top_p=getattr(config, f"{prefix}_top_p", 1.0),
+            max_tokens=getattr(config, f"{prefix}_max_tokens"),
+            seed=config.seed,
+        )
 
 
 @dataclass(frozen=True)

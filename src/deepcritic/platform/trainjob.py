@@ -30,10 +30,10 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import yaml
 
@@ -58,6 +58,10 @@ PASSED_ENV = ("KFP_RUN_ID", "MLFLOW_TRACKING_URI", "DEEPCRITIC_PARENT_RUN_ID",
 # env var <- key of the MLflow credentials Secret: the same keys the pipeline's tasks and the
 # ServingRuntime read from it (manifests/base/mlflow: username, password)
 SECRET_KEYS = {"MLFLOW_TRACKING_USERNAME": "username", "MLFLOW_TRACKING_PASSWORD": "password"}
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+R = TypeVar("R", bound="DataclassInstance")
 Stage = Literal["sft", "grpo"]
 _DNS = re.compile(r"[^a-z0-9-]+")
 _LABEL = re.compile(r"[^A-Za-z0-9._-]+")
@@ -444,3 +448,33 @@ def run_stage(
 
     spec = spec_for_stage(stage, config, task, image, deadline_s=int(timeout_s), **spec_kw)
     return run_trainjob(cluster or current(namespace), spec, timeout_s, poll_s)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Where and on what a stage's TrainJob runs: the sft/grpo components' cluster parameters."""
+
+    namespace: str  # "": the namespace this task runs in
+    num_nodes: int
+    gpus_per_node: int  # 0: no GPU request (the CPU rehearsal)
+    procs_per_node: int  # ranks per node, 0: one per GPU
+    volume_claim: str  # the run volume's PersistentVolumeClaim ("": the runtime mounts it)
+    timeout_s: int  # the job's deadline, and how long this task follows it
+    node_selector: dict[str, str] | None = None  # overrides the runtime's when non-empty
+    tolerations: list[dict[str, Any]] | None = None  # overrides the runtime's when non-empty
+
+
+def train(stage: Stage, config: Any, read_result: Callable[[str], R], launch: Launch) -> R:
+    """A component's TrainJob: ``config`` (its ``out_dir`` on the run volume) trained on the train
+    image; the result the stage left there, ``checkpoint`` = the job's final checkpoint."""
+    from deepcritic.config import to_dict
+    from deepcritic.platform.images import image
+
+    job = run_stage(
+        stage, to_dict(config), task=stage, image=image("train"), timeout_s=launch.timeout_s,
+        namespace=launch.namespace, num_nodes=launch.num_nodes,
+        gpus_per_node=launch.gpus_per_node, procs_per_node=launch.procs_per_node,
+        volume_claim=launch.volume_claim, node_selector=launch.node_selector,
+        tolerations=launch.tolerations,
+    )  # fmt: skip
+    return replace(read_result(config.out_dir), checkpoint=job.checkpoint)

@@ -187,13 +187,7 @@ def sample_solutions(
     backend: Backend, problems: Sequence[ProblemLike], config: MCConfig, counts: Counter[str]
 ) -> list[list[Sample]]:
     """``config.samples`` graded, step-split solutions per problem (bad ones counted, dropped)."""
-    params = SamplingParams(
-        n=config.samples,
-        temperature=config.sample_temperature,
-        top_p=config.sample_top_p,
-        max_tokens=config.sample_max_tokens,
-        seed=config.seed,
-    )
+    params = SamplingParams.from_config(config, "sample", n=config.samples)
     outs = backend.generate(
         [solver_messages(p.problem) for p in problems], params, desc="solutions"
     )
@@ -241,13 +235,7 @@ def estimate_prefixes(
     if len(steps) < 2:
         return []
     prompts = [prefix_prompt(problem.problem, steps, i) for i in range(1, len(steps))]
-    params = SamplingParams(
-        n=config.rollouts,
-        temperature=config.rollout_temperature,
-        top_p=config.rollout_top_p,
-        max_tokens=config.rollout_max_tokens,
-        seed=config.seed,
-    )
+    params = SamplingParams.from_config(config, "rollout", n=config.rollouts)
     outs = backend.generate(prompts, params)
     estimates: list[float | None] = []
     for prompt, group in zip(prompts, outs, strict=True):
