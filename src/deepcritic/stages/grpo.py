@@ -17,7 +17,7 @@ r"""Stage 3b: GRPO reinforcement learning of the critic (TRL ``GRPOTrainer``).
 * Checkpoints under ``out_dir/checkpoints`` (resumed from the newest one), and a plain HF
   safetensors checkpoint + tokenizer in ``out_dir/final``.
 
-The paper's RL hyperparameters are not public: every default below is ours unless it says
+The paper's RL hyperparameters are not public: every default of the config is ours unless it says
 ``# paper:``; ``num_generations = 8`` follows the issue's spec.
 """
 
