@@ -193,6 +193,7 @@ def _body(**p: Any) -> None:
                     "refine_overrides": p["refine_overrides"]},
             "cluster": c}  # fmt: skip
     grpo_args = {"profile": p["profile"], "sft_model": sft_model, "launcher": p["grpo_launcher"],
+                 "seed_data": final.outputs["sft_data"],
                  "namespace": p["namespace"], "overrides": p["grpo_overrides"],
                  "num_nodes": p["grpo_num_nodes"], "gpus_per_node": p["grpo_gpus_per_node"],
                  "procs_per_node": p["grpo_procs_per_node"], **_trainjob(c)}  # fmt: skip

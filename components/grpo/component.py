@@ -11,6 +11,7 @@ def grpo(
     profile: str,
     sft_model: Input[Model],
     data: Input[Dataset],
+    seed_data: Input[Dataset],
     data_source: str,
     launcher: str,
     namespace: str,
@@ -28,7 +29,8 @@ def grpo(
     """``data_source``: labels (a JSONL file) | mc (mc_annotate's folder). Returns steps run.
     ``launcher``: inprocess | trainjob (cluster: this task stays on a CPU node and follows a
     Kubeflow Trainer TrainJob with the files on the run volume ``run_volume_claim``; ranks per node:
-    ``procs_per_node``, 0 = one per GPU)."""
+    ``procs_per_node``, 0 = one per GPU). ``seed_data``: the seed stage's folder, handed over as
+    ``exclude_problems_from`` when the preset curates (its problems stay out of RL)."""
     import shutil
     from pathlib import Path
 
@@ -38,6 +40,7 @@ def grpo(
     ensure_parent_run()
     key = "mc_path" if data_source == "mc" else "labels_path"
     src = data.metadata.get("out_path") or data.path
+    curate = stage_config(CriticGRPOConfig, "grpo", profile, list(overrides)).exclude_problems_from
     if launcher == "trainjob":
         from deepcritic.platform import trainjob
 
@@ -48,6 +51,9 @@ def grpo(
         rows = trainjob.put_on_volume(src, folder / "inputs" / "data")  # a file or MC's folder
         extra = [f"model={policy}", f"data_source={data_source}", f"{key}={rows}",
                  f"out_dir={folder / 'out'}"]  # fmt: skip
+        if curate:
+            seed_dir = trainjob.put_on_volume(seed_data.path, folder / "inputs" / "seed")
+            extra.append(f"exclude_problems_from={seed_dir}")
         config = stage_config(CriticGRPOConfig, "grpo", profile, [*overrides, *extra])
         launch = trainjob.Launch(namespace, num_nodes, gpus_per_node, procs_per_node,
                                  run_volume_claim, timeout_s, node_selector, tolerations)  # fmt: skip
@@ -57,6 +63,7 @@ def grpo(
             src = str(sorted(Path(src).glob("*.jsonl"))[0])
         extra = [f"model={sft_model.path}", f"data_source={data_source}", f"{key}={src}",
                  f"out_dir={model.path}.work"]  # fmt: skip
+        extra += [f"exclude_problems_from={seed_data.path}"] if curate else []
         result = run(stage_config(CriticGRPOConfig, "grpo", profile, [*overrides, *extra]))
     else:
         raise ValueError(f"grpo_launcher must be inprocess or trainjob, got {launcher!r}")

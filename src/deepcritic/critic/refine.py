@@ -33,7 +33,6 @@ from deepcritic.generation import Backend, BackendConfig, Prompt, SamplingParams
 from deepcritic.grader import NO_ERROR, Judgment, label_to_step, parse_critique
 from deepcritic.prompting import (
     SOLVER_PREFILL,
-    critique_messages,
     load_prompt,
     number_steps,
     render_template,
@@ -42,6 +41,7 @@ from deepcritic.prompting import (
     strip_step_prefix,
 )
 from deepcritic.records import write_jsonl
+from deepcritic.reference import check_prompt_set, critic_prompt
 
 log = logging.getLogger(__name__)
 
@@ -252,11 +252,15 @@ class RefineConfig:
     critic_top_p: float = 0.9  # paper
     critic_max_tokens: int = 4096  # ours: as `deepcritic eval`, room for deliberate critiques
     max_critique_chars: int = 4000  # feedback handed to the generator is cut to this (from the end)
+    # the critics' prompt: deepcritic = the project's prompts; reference = the authors' template,
+    # Qwen's default system message and eval.py's numbering (the set the critic was trained with)
+    prompt_set: str = "deepcritic"
     seed: int = 0  # sampling seed (runs are reproducible)
     out: str = "outputs/refine"  # output folder (records and metrics)
     tracking_uri: str | None = None  # MLflow server (default: $MLFLOW_TRACKING_URI; "off" = none)
 
     def __post_init__(self) -> None:
+        check_prompt_set(self.prompt_set)
         if self.rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
         if self.max_critique_chars < 1:
@@ -297,7 +301,7 @@ def critique_round(critic: Backend, traces: Sequence[RefineTrace], config: Refin
     """Critique the current attempt of each trace and append the round's record."""
     params = SamplingParams.from_config(config, "critic")
     jobs = [t for t in traces if t.attempts[-1].steps]
-    prompts = [critique_messages(t.problem, t.attempts[-1].steps) for t in jobs]
+    prompts = [critic_prompt(t.problem, t.attempts[-1].steps, config.prompt_set) for t in jobs]
     outs = critic.generate(prompts, params, desc="critiquing") if prompts else []
     texts = {id(t): group[0].text for t, group in zip(jobs, outs, strict=True)}
     for t in traces:

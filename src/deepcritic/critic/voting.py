@@ -42,8 +42,9 @@ from deepcritic.critic.votes import (
     vote_answers,
 )
 from deepcritic.generation import Backend, BackendConfig, SamplingParams, make_backend
-from deepcritic.prompting import SOLVER_PREFILL, critique_messages, solver_messages, split_steps
+from deepcritic.prompting import SOLVER_PREFILL, solver_messages, split_steps
 from deepcritic.records import write_jsonl
+from deepcritic.reference import check_prompt_set, critic_prompt
 from deepcritic.scoring import usable_label
 
 log = logging.getLogger(__name__)
@@ -215,6 +216,9 @@ class VotingConfig:
     # critiques_per_solution > 1: read each critique in the grader's strict mode, dropping those
     # without an **Answer**: marker from the vote (as `deepcritic eval` Maj@k, reference behaviour)
     require_marker: bool = True
+    # the critic's prompt: deepcritic = the project's prompts; reference = the authors' template, Qwen's
+    # default system message and eval.py's numbering (use the set the critic was trained with)
+    prompt_set: str = "deepcritic"
     seed: int = 0  # sampling seed (runs are reproducible)
     out: str = "outputs/verify-vote"  # output folder (records and metrics)
     tracking_uri: str | None = None  # MLflow server (default: $MLFLOW_TRACKING_URI; "off" = none)
@@ -223,6 +227,7 @@ class VotingConfig:
         if not self.k or any(k < 1 for k in self.k):
             raise ValueError(f"k must be a non-empty list of positive integers, got {self.k}")
         self.k = sorted(set(self.k))
+        check_prompt_set(self.prompt_set)
         if self.critiques_per_solution < 1:
             raise ValueError(
                 f"critiques_per_solution must be >= 1, got {self.critiques_per_solution}"
@@ -286,7 +291,7 @@ def critique_samples(
         log.warning("%d sampled solution(s) have no steps: not critiqued, not verified", skipped)
     params = SamplingParams.from_config(config, "critic", n=config.critiques_per_solution)
     strict = config.require_marker and config.critiques_per_solution > 1
-    prompts = [critique_messages(r.problem, s.steps) for r, s in jobs]
+    prompts = [critic_prompt(r.problem, s.steps, config.prompt_set) for r, s in jobs]
     outs = critic.generate(prompts, params, desc="critiquing solutions") if prompts else []
     for (_, sample), group in zip(jobs, outs, strict=True):
         sample.critiques = [c.text for c in group]
