@@ -227,3 +227,34 @@ def test_the_routes_send_the_configured_prompt_and_grade_the_reply(prompt_set: s
     assert [v["correct"] for v in single["verdicts"]] == [True, False]
     assert single["parse_status"] == "ok"
     assert json.loads(v2["outputs"][0]["data"][0])["first_error_step"] == 1
+
+
+# --------------------------------------------------------------------------- voting and refine
+
+
+@pytest.mark.parametrize("prompt_set", ["reference", "deepcritic"])
+def test_verify_vote_and_refine_critique_with_the_configured_set(
+    prompt_set: str, tmp_path: Path
+) -> None:
+    """verify-vote and refine send the critic the prompt of its training set (one dispatcher)."""
+    from deepcritic.critic import refine, voting
+
+    critic = ScriptedBackend(lambda prompt, params: [REFERENCE_CRITIQUE] * params.n)
+    steps = ["3*4 = 12", "2 + 12 = 15 \\boxed{15}"]
+    text = "Step 1: 3*4 = 12\nStep 2: 2 + 12 = 15 \\boxed{15}"
+    want = reference.critic_prompt(PROBLEM, steps, prompt_set)
+    sample = voting.ScoredSample(text, steps, "15", False)
+    record = voting.ProblemSamples("p0", PROBLEM, "14", [sample])
+    vcfg = voting.VotingConfig(k=[1], prompt_set=prompt_set, tracking_uri="off")
+    voting.critique_samples(critic, [record], vcfg)
+    trace = refine.RefineTrace("p0", PROBLEM, "14", [refine.make_attempt(text, "14")])
+    assert trace.attempts[0].steps == steps
+    rcfg = refine.RefineConfig(prompt_set=prompt_set, tracking_uri="off")
+    refine.critique_round(critic, [trace], rcfg)
+    sent = [p for prompts, _ in critic.generate_calls for p in prompts]
+    assert sent == [want, want]
+    assert sample.labels == [1]  # \boxed{2} read by the one grader (0-based inside)
+    with pytest.raises(ValueError, match="prompt_set"):
+        voting.VotingConfig(prompt_set="authors")
+    with pytest.raises(ValueError, match="prompt_set"):
+        refine.RefineConfig(prompt_set="authors")
