@@ -142,7 +142,9 @@ def test_the_cleaned_steps_would_render_other_bytes(tmp_path: Path) -> None:
     assert rec.steps == ["", "He drank 2*8=16", "#### 48"]
     assert official_tagged_response(rec.steps) != official_tagged_response(item["steps"])
     assert reference.released_steps(rec) == item["steps"]
-    assert item_messages(rec, "deepcritic") == critique_messages(rec.problem, rec.steps)
+    ours = item_messages(rec, "deepcritic")
+    assert ours == critique_messages(rec.problem, rec.steps)
+    assert "He drank" in ours[-1]["content"] and "Step 2:  He" not in ours[-1]["content"]
     _assert_reference_prompts(f"mrgsm8k:{path}", [item])
 
 
