@@ -49,6 +49,7 @@ def test_accuracy_plot_writes_a_png_and_closes_on_error(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     import matplotlib.pyplot as plt
 
+    before = set(plt.get_fignums())  # other tests in this process may have figures open
     path = tmp_path / "a.png"
     with accuracy_plot(path, xlabel="k", title="t", fontsize=7) as ax:
         ax.plot([1, 2], [50, 60], label="x")
@@ -56,4 +57,4 @@ def test_accuracy_plot_writes_a_png_and_closes_on_error(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError), accuracy_plot(tmp_path / "b.png", xlabel="k", title="t",
                                                     fontsize=7):  # fmt: skip
         raise RuntimeError("boom")
-    assert not (tmp_path / "b.png").exists() and plt.get_fignums() == []
+    assert not (tmp_path / "b.png").exists() and set(plt.get_fignums()) == before
