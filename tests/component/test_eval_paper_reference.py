@@ -19,10 +19,10 @@ from deepcritic import reference
 from deepcritic.cli import main
 from deepcritic.config import presets_dir
 from deepcritic.data.processbench import bundled_slice
-from deepcritic.platform import storage
 from deepcritic.scoring import read_output
 from deepcritic.stages import evaluate
 from support.paths import REFERENCE_DIR
+from support.reference_cache import seed_reference_cache
 
 pytestmark = [
     pytest.mark.usefixtures("one_torch_thread"),
@@ -35,14 +35,7 @@ TWO_BOXES = "**Answer**: \\boxed{3}\n\nOn reflection, step 2 is where it fails: 
 
 @pytest.fixture()
 def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DEEPCRITIC_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv(storage.RUN_VOLUME_ENV, raising=False)
-
-    def no_network(*_a: Any) -> None:
-        raise AssertionError("a file was downloaded")
-
-    monkeypatch.setattr(storage, "_download", no_network)
-    reference.seed_cache(REFERENCE_DIR)
+    seed_reference_cache(tmp_path / "cache", monkeypatch)
 
 
 def _paper_file(tmp_path: Path) -> Path:

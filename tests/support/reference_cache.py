@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import ast
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,3 +29,17 @@ def seed_reference_cache(cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(storage, "_download", no_network)
     reference.seed_cache(REFERENCE_DIR)
     return cache
+
+
+def prepare_input_boxed() -> Callable[..., Any] | None:
+    """The authors' ``prepare_input_boxed`` from eval.py (only that function executed, nothing
+    else of the script), or None when the shared copy is absent."""
+    if not EVAL_PY.is_file():
+        return None
+    tree = ast.parse(EVAL_PY.read_text())
+    fn = next(
+        n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "prepare_input_boxed"
+    )
+    ns: dict[str, Any] = {}
+    exec(compile(ast.Module([fn], []), str(EVAL_PY), "exec"), ns)
+    return ns["prepare_input_boxed"]  # type: ignore[no-any-return]

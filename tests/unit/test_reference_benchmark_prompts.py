@@ -9,7 +9,6 @@ hold) and written to a file the loader reads, as a user's download would be.
 
 from __future__ import annotations
 
-import ast
 import json
 import tempfile
 from collections.abc import Iterator
@@ -24,26 +23,16 @@ from deepcritic import reference
 from deepcritic.data.loaders import load_solutions
 from deepcritic.data.processbench import bundled_slice
 from deepcritic.grader import official_tagged_response
-from deepcritic.platform import storage
 from deepcritic.prompting import critique_messages
 from deepcritic.stages.evaluate import item_messages
 from support.paths import PROCESSBENCH_DIR, REFERENCE_DIR
+from support.reference_cache import prepare_input_boxed, seed_reference_cache
 
 EVAL_PY = REFERENCE_DIR / "ProcessBench" / "code" / "eval.py"
 pytestmark = pytest.mark.skipif(not EVAL_PY.is_file(), reason=f"{REFERENCE_DIR} not present")
 
 
-def _prepare_input_boxed() -> Any:
-    tree = ast.parse(EVAL_PY.read_text())
-    fn = next(
-        n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "prepare_input_boxed"
-    )
-    ns: dict[str, Any] = {}
-    exec(compile(ast.Module([fn], []), str(EVAL_PY), "exec"), ns)
-    return ns["prepare_input_boxed"]
-
-
-PREPARE = _prepare_input_boxed() if EVAL_PY.is_file() else None
+PREPARE = prepare_input_boxed()
 # eval.py: TEMPLATE = open('templates/critique_template_new.txt').read().strip()
 TEMPLATE = (REFERENCE_DIR / reference.CRITIQUE_TEMPLATE).read_text().strip() if PREPARE else ""
 
@@ -52,14 +41,7 @@ TEMPLATE = (REFERENCE_DIR / reference.CRITIQUE_TEMPLATE).read_text().strip() if 
 def seeded_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """One input cache for the module, seeded from the shared copy; a download fails the test."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DEEPCRITIC_CACHE", str(tmp_path_factory.mktemp("refcache")))
-        mp.delenv(storage.RUN_VOLUME_ENV, raising=False)
-
-        def no_network(*_a: Any) -> None:
-            raise AssertionError("a reference file was downloaded")
-
-        mp.setattr(storage, "_download", no_network)
-        reference.seed_cache(REFERENCE_DIR)
+        seed_reference_cache(tmp_path_factory.mktemp("refcache"), mp)
         yield
 
 

@@ -4,10 +4,8 @@ build; the one grader reads their target format."""
 
 from __future__ import annotations
 
-import ast
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -18,6 +16,7 @@ from deepcritic.data.processbench import bundled_slice
 from deepcritic.platform import storage
 from deepcritic.stages import evaluate
 from support.paths import SHARED
+from support.reference_cache import prepare_input_boxed, seed_reference_cache
 from support.scripted_backend import ScriptedBackend
 
 REF_DIR = SHARED / "reference" / "deepcritic"
@@ -28,28 +27,10 @@ pytestmark = pytest.mark.skipif(not EVAL_PY.is_file(), reason=f"{REF_DIR} not pr
 @pytest.fixture()
 def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty input cache seeded from the shared copy; any download attempt fails the test."""
-    monkeypatch.setenv("DEEPCRITIC_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv(storage.RUN_VOLUME_ENV, raising=False)
-
-    def no_network(*_a: Any) -> None:
-        raise AssertionError("a reference file was downloaded")
-
-    monkeypatch.setattr(storage, "_download", no_network)
-    reference.seed_cache(REF_DIR)
-    return tmp_path / "cache"
+    return seed_reference_cache(tmp_path / "cache", monkeypatch)
 
 
-def _prepare_input_boxed() -> Any:
-    tree = ast.parse(EVAL_PY.read_text())
-    fn = next(
-        n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "prepare_input_boxed"
-    )
-    ns: dict[str, Any] = {}
-    exec(compile(ast.Module([fn], []), str(EVAL_PY), "exec"), ns)
-    return ns["prepare_input_boxed"]
-
-
-PREPARE = _prepare_input_boxed() if EVAL_PY.is_file() else None
+PREPARE = prepare_input_boxed()
 # eval.py: TEMPLATE = open('templates/critique_template_new.txt').read().strip()
 TEMPLATE = (REF_DIR / reference.CRITIQUE_TEMPLATE).read_text().strip() if EVAL_PY.is_file() else ""
 

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from deepcritic import grader, reference
 from deepcritic.config import load_config
 from deepcritic.generation import Completion
-from deepcritic.platform import storage
 from deepcritic.records import Solution
 from deepcritic.stages.seed import SeedConfig
 from deepcritic.stages.seed import reference_set as rs
@@ -22,6 +21,7 @@ from deepcritic.stages.seed.generate import roundtrip_ok, seed_prompts
 from deepcritic.stages.seed.teacher import forced_prefill, read_verdict
 from support import reference_seed as authors
 from support.paths import REFERENCE_DIR, ROOT
+from support.reference_cache import seed_reference_cache
 
 pytestmark = pytest.mark.skipif(not authors.PRESENT, reason=f"{REFERENCE_DIR} not present")
 CONFIGS = ROOT / "src" / "deepcritic" / "configs"
@@ -36,15 +36,8 @@ def ref_file(path: str) -> str:
 @pytest.fixture(autouse=True)
 def _seeded(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """An input cache seeded from the shared copy; any download attempt fails the test."""
-    monkeypatch.setenv("DEEPCRITIC_CACHE", str(tmp_path_factory.mktemp("refcache")))
-    monkeypatch.delenv(storage.RUN_VOLUME_ENV, raising=False)
-
-    def no_network(*_a: Any) -> None:
-        raise AssertionError("a reference file was downloaded")
-
-    monkeypatch.setattr(storage, "_download", no_network)
     if authors.PRESENT:
-        reference.seed_cache(REFERENCE_DIR)
+        seed_reference_cache(tmp_path_factory.mktemp("refcache"), monkeypatch)
 
 
 def solution(steps: list[str], label: int, problem: str = "What is 2 + 3 * {x}?") -> Solution:

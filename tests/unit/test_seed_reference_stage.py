@@ -14,13 +14,13 @@ import pytest
 from deepcritic import grader, reference
 from deepcritic.config import from_dict
 from deepcritic.generation import Completion, Prompt, SamplingParams
-from deepcritic.platform import storage
 from deepcritic.records import DataError, Solution, write_jsonl
 from deepcritic.stages.seed import SeedConfig, run
 from deepcritic.stages.seed import reference_set as rs
 from deepcritic.stages.seed.store import load_records, shard_path
 from support import reference_seed as authors
 from support.paths import REFERENCE_DIR
+from support.reference_cache import seed_reference_cache
 from support.scripted_backend import ScriptedBackend
 from support.scripted_backend import toy_solution as sol
 
@@ -34,15 +34,8 @@ def ref_file(path: str) -> str:
 
 @pytest.fixture(autouse=True)
 def _seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DEEPCRITIC_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv(storage.RUN_VOLUME_ENV, raising=False)
-
-    def no_network(*_a: Any) -> None:
-        raise AssertionError("a reference file was downloaded")
-
-    monkeypatch.setattr(storage, "_download", no_network)
     if authors.PRESENT:
-        reference.seed_cache(REFERENCE_DIR)
+        seed_reference_cache(tmp_path / "cache", monkeypatch)
 
 
 _TAG = re.compile(r"\[item (\w+), step (\d+)\]")
