@@ -32,6 +32,7 @@ def grpo(
     ``procs_per_node``, 0 = one per GPU). ``seed_data``: the seed stage's folder, handed over as
     ``exclude_problems_from`` when the preset curates (its problems stay out of RL)."""
     import shutil
+    from dataclasses import replace
     from pathlib import Path
 
     from deepcritic.runtime import ensure_parent_run, stage_config
@@ -40,7 +41,6 @@ def grpo(
     ensure_parent_run()
     key = "mc_path" if data_source == "mc" else "labels_path"
     src = data.metadata.get("out_path") or data.path
-    curate = stage_config(CriticGRPOConfig, "grpo", profile, list(overrides)).exclude_problems_from
     if launcher == "trainjob":
         from deepcritic.platform import trainjob
 
@@ -51,10 +51,10 @@ def grpo(
         rows = trainjob.put_on_volume(src, folder / "inputs" / "data")  # a file or MC's folder
         extra = [f"model={policy}", f"data_source={data_source}", f"{key}={rows}",
                  f"out_dir={folder / 'out'}"]  # fmt: skip
-        if curate:
-            seed_dir = trainjob.put_on_volume(seed_data.path, folder / "inputs" / "seed")
-            extra.append(f"exclude_problems_from={seed_dir}")
         config = stage_config(CriticGRPOConfig, "grpo", profile, [*overrides, *extra])
+        if config.exclude_problems_from:  # the preset curates: the seed folder, on the volume
+            seed_dir = trainjob.put_on_volume(seed_data.path, folder / "inputs" / "seed")
+            config = replace(config, exclude_problems_from=str(seed_dir))
         launch = trainjob.Launch(namespace, num_nodes, gpus_per_node, procs_per_node,
                                  run_volume_claim, timeout_s, node_selector, tolerations)  # fmt: skip
         result = trainjob.train("grpo", config, read_result, launch)
@@ -63,8 +63,10 @@ def grpo(
             src = str(sorted(Path(src).glob("*.jsonl"))[0])
         extra = [f"model={sft_model.path}", f"data_source={data_source}", f"{key}={src}",
                  f"out_dir={model.path}.work"]  # fmt: skip
-        extra += [f"exclude_problems_from={seed_data.path}"] if curate else []
-        result = run(stage_config(CriticGRPOConfig, "grpo", profile, [*overrides, *extra]))
+        config = stage_config(CriticGRPOConfig, "grpo", profile, [*overrides, *extra])
+        if config.exclude_problems_from:  # the preset curates: the seed stage's folder
+            config = replace(config, exclude_problems_from=seed_data.path)
+        result = run(config)
     else:
         raise ValueError(f"grpo_launcher must be inprocess or trainjob, got {launcher!r}")
     shutil.copytree(result.checkpoint, model.path, dirs_exist_ok=True)
