@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deepcritic import reference
 from deepcritic.prompting import critique_messages
@@ -62,7 +64,8 @@ def test_every_curation_step_is_counted(tmp_path: Path, caplog: pytest.LogCaptur
     with caplog.at_level(logging.INFO, logger=rl_data.__name__):
         kept, counts = rl_data.training_solutions(cfg)
     assert counts == {
-        "read": 12, "invalid": 0, "dropped_qc": 2, "dropped_seed_overlap": 4,
+        "read": 12, "invalid": 0, "dropped_qc": 2, "dropped_duplicates": 0,
+        "dropped_conflicting": 0, "dropped_per_problem": 0, "dropped_seed_overlap": 4,
         "dropped_for_balance": 2, "dropped_over_limit": 0,
         "exclude_rows": 3, "exclude_unresolved": 1, "exclude_problems": 3,
         "kept_erroneous": 2, "kept_correct": 2, "curated": 4,
@@ -80,10 +83,65 @@ def test_steps_off_change_nothing_and_every_count_is_there(tmp_path: Path) -> No
     kept, counts = rl_data.training_solutions(_config(tmp_path, limit=10))
     assert [r.id for r in kept] == [r.id for r in ROWS[:10]]
     assert counts == {
-        "read": 12, "invalid": 0, "dropped_qc": 0, "dropped_seed_overlap": 0,
+        "read": 12, "invalid": 0, "dropped_qc": 0, "dropped_duplicates": 0,
+        "dropped_conflicting": 0, "dropped_per_problem": 0, "dropped_seed_overlap": 0,
         "dropped_for_balance": 0, "dropped_over_limit": 2,
         "kept_erroneous": 7, "kept_correct": 3, "curated": 10,
     }  # fmt: skip
+
+
+def _dup(i: int, problem: str, label: int, steps: tuple[str, ...] = ("a = 1", "b = 2")) -> Solution:
+    return Solution(id=f"d{i}", problem=problem, steps=list(steps), label=label)
+
+
+def test_duplicates_and_trajectories_per_problem(tmp_path: Path) -> None:
+    rows = [
+        _dup(0, "Twice?", 0), _dup(1, "Twice? ", 0, ("a  = 1", "b = 2")),  # same: one kept
+        _dup(2, "Clash?", 0), _dup(3, "Clash?", -1),  # same steps, labels differ: both dropped
+        _dup(4, "Many?", 0, ("x", "1")), _dup(5, "Many?", 1, ("y", "1")), _dup(6, "Many?", -1, ("z", "1")),
+    ]  # fmt: skip
+    labels = tmp_path / "dups.jsonl"
+    write_jsonl(labels, rows)
+    cfg = CriticGRPOConfig(labels_path=str(labels), drop_duplicate_solutions=True,
+                           max_solutions_per_problem=2, seed=5, tracking_uri="off")  # fmt: skip
+    kept, counts = rl_data.training_solutions(cfg)
+    assert (counts["dropped_duplicates"], counts["dropped_conflicting"]) == (1, 2)
+    assert counts["dropped_per_problem"] == 1 and counts["curated"] == 3
+    ids = [r.id for r in kept]
+    assert ids[0] == "d0" and len([i for i in ids if i in {"d4", "d5", "d6"}]) == 2
+    assert ids == sorted(ids)  # file order kept
+    assert rl_data.training_solutions(cfg)[0] == kept  # seeded: the same choice every run
+    params = rl_data.curation_params(cfg)
+    assert params["rl_data.max_solutions_per_problem"] == 2
+    assert params["rl_data.drop_duplicate_solutions"] is True
+    for bad in (0, -1, True, "2"):
+        with pytest.raises(ValueError, match="max_solutions_per_problem"):
+            CriticGRPOConfig(max_solutions_per_problem=bad)  # type: ignore[arg-type]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2), st.sampled_from([-1, 0, 1])),
+                max_size=25), st.integers(1, 3), st.integers(0, 9))  # fmt: skip
+def test_curation_counts_add_up_on_generated_rows(
+    spec: list[tuple[int, int, int]], n: int, seed: int
+) -> None:
+    rows = [_dup(i, f"P{p}?", label, (f"s{v}", "t")) for i, (p, v, label) in enumerate(spec)]
+    cfg = CriticGRPOConfig(drop_duplicate_solutions=True, max_solutions_per_problem=n, seed=seed)
+    kept, counts = rl_data.curate(rows, cfg)
+    dropped = sum(v for k, v in counts.items() if k.startswith("dropped_"))
+    assert counts["read"] - dropped == counts["curated"] == len(kept)
+    by_key: dict[tuple[str, tuple[str, ...]], set[int]] = {}
+    for r in rows:
+        by_key.setdefault((r.problem, tuple(r.steps)), set()).add(r.label)
+    keys = [(r.problem, tuple(r.steps)) for r in kept]
+    assert len(keys) == len(set(keys))  # no duplicate left
+    assert all(len(by_key[k]) == 1 for k in keys)  # none whose copies disagree
+    per = {p: sum(r.problem == p for r in kept) for p in {r.problem for r in kept}}
+    assert all(v <= n for v in per.values())
+    # every problem with a consistent solution keeps min(n, its consistent solutions)
+    for p in {r.problem for r in rows}:
+        consistent = {k for k, v in by_key.items() if k[0] == p and len(v) == 1}
+        assert per.get(p, 0) == min(n, len(consistent))
 
 
 def test_a_seed_file_and_its_problems(tmp_path: Path) -> None:

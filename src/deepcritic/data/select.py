@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
+from collections import defaultdict
 from collections.abc import Sequence
 
 from deepcritic.records import Solution
@@ -43,3 +45,25 @@ def select_items(
         return balanced_slice(solutions, limit, seed, max_steps)
     short = [s for s in solutions if max_steps is None or len(s.steps) <= max_steps]
     return short if limit is None else short[:limit]
+
+
+def rank(seed: int, solution_id: str) -> str:
+    """A stable pseudo-random rank of a solution (the same for every run, file order and shard
+    layout): a hash of the seed and the id."""
+    return hashlib.sha256(f"select:{seed}:{solution_id}".encode()).hexdigest()
+
+
+def first_per_problem(solutions: Sequence[Solution], n: int, seed: int) -> list[Solution]:
+    """At most ``n`` solutions of each problem text, those of the lowest :func:`rank`; file order
+    kept. ``n=1`` is the reference's "shuffle with a fixed seed, keep each problem's first"."""
+    if n < 1:
+        raise ValueError(f"solutions per problem must be >= 1, got {n}")
+    by_problem: defaultdict[str, list[Solution]] = defaultdict(list)
+    for s in solutions:
+        by_problem[s.problem].append(s)
+    chosen = {
+        s.id
+        for group in by_problem.values()
+        for s in sorted(group, key=lambda s: rank(seed, s.id))[:n]
+    }
+    return [s for s in solutions if s.id in chosen]

@@ -30,6 +30,12 @@ class CriticGRPOConfig:
     # RL data curation (docs/training.md, "RL data"; the paper preset curates, ours keeps all):
     # drop PRM800K quality-control rows (meta.quality_control), as the seed stage does
     drop_quality_control: bool = False
+    # the same problem and steps labelled more than once (PRM800K serves some solutions to several
+    # labellers): one copy kept when the labels agree, every copy dropped when they conflict
+    drop_duplicate_solutions: bool = False
+    # at most N solutions (labelled trajectories) of each problem, chosen by a seeded stable rank
+    # (None = all; the reference's count is not released: its MC scripts keep every wrong one)
+    max_solutions_per_problem: int | None = None
     # leave out every solution of the seed stage's problems (matched on normalized problem text):
     # the seed out_dir (sft.jsonl + shard records: every critiqued problem), or one JSONL file
     # (sft.jsonl, shard records, canonical solutions); "" = exclude nothing
@@ -87,6 +93,9 @@ class CriticGRPOConfig:
         check_prompt_set(self.prompt_set)
         if self.data_source not in ("labels", "mc"):
             raise ValueError(f"data_source: must be labels or mc, got {self.data_source!r}")
+        n = self.max_solutions_per_problem
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(f"max_solutions_per_problem: must be >= 1 or null (all), got {n!r}")
 
 
 @dataclass

@@ -13,14 +13,19 @@ MLflow run (``data.<count>`` metrics; the switches are logged as ``rl_data.*`` p
 1. ``read``: solutions loaded (``invalid``: rows the loader skipped).
 2. ``dropped_qc`` (``drop_quality_control``): PRM800K quality-control rows, the flag
    :mod:`deepcritic.data.prm800k` sets (``meta["quality_control"]``) and the seed stage skips.
-3. ``dropped_seed_overlap`` (``exclude_problems_from``): every solution of a problem the seed stage
+3. ``dropped_duplicates`` / ``dropped_conflicting`` (``drop_duplicate_solutions``): the same
+   problem and steps labelled more than once (PRM800K gives some solutions to several labellers):
+   one copy kept when the labels agree, every copy dropped when they conflict.
+4. ``dropped_per_problem`` (``max_solutions_per_problem``): at most N labelled trajectories of a
+   problem, chosen by a seeded stable rank (:func:`deepcritic.data.select.rank`).
+5. ``dropped_seed_overlap`` (``exclude_problems_from``): every solution of a problem the seed stage
    critiqued, matched on the normalized problem text (:func:`normalize_problem`). A seed row names
    its problem by a ``problem`` field, by an ``id`` of a solution read in step 1 (the seed and RL
    both read the prepared PRM800K train file), or in its stored critique prompt (either prompt
    set). ``exclude_rows`` / ``exclude_problems`` / ``exclude_unresolved`` count the seed side.
-4. ``dropped_for_balance`` (``balance_labels``): as many correct as erroneous solutions, the
+6. ``dropped_for_balance`` (``balance_labels``): as many correct as erroneous solutions, the
    larger side chosen by a seeded shuffle (:func:`deepcritic.data.select.balanced_slice`).
-5. ``dropped_over_limit`` (``limit``): the first N of what is left.
+7. ``dropped_over_limit`` (``limit``): the first N of what is left.
 
 ``kept_erroneous`` + ``kept_correct`` = ``curated``, the solutions :func:`build_dataset` turns into
 prompts (it counts ``dropped_prompt_too_long`` and the final ``kept``). Every count is present (0
@@ -111,6 +116,8 @@ def curation_params(config: CriticGRPOConfig) -> dict[str, Any]:
         "rl_data.source": config.rl_data_uri or data_path(config),
         "rl_data.curated": not config.rl_data_uri,
         "rl_data.drop_quality_control": config.drop_quality_control,
+        "rl_data.drop_duplicate_solutions": config.drop_duplicate_solutions,
+        "rl_data.max_solutions_per_problem": config.max_solutions_per_problem,
         "rl_data.exclude_problems_from": config.exclude_problems_from,
         "rl_data.balance_labels": config.balance_labels,
         "rl_data.seed": config.seed,
@@ -119,15 +126,22 @@ def curation_params(config: CriticGRPOConfig) -> dict[str, Any]:
 
 
 def curate(rows: list[Solution], config: CriticGRPOConfig) -> tuple[list[Solution], dict[str, int]]:
-    """Steps 2-5 of the module docstring, every count present (0 when a step is off)."""
+    """Steps 2-7 of the module docstring, every count present (0 when a step is off)."""
     from deepcritic.data.select import balanced_slice
 
-    counts = {"read": len(rows), "dropped_qc": 0, "dropped_seed_overlap": 0,
+    counts = {"read": len(rows), "dropped_qc": 0, "dropped_duplicates": 0,
+              "dropped_conflicting": 0, "dropped_per_problem": 0, "dropped_seed_overlap": 0,
               "dropped_for_balance": 0, "dropped_over_limit": 0}  # fmt: skip
     kept = rows
     if config.drop_quality_control:
         kept = [r for r in kept if r.meta.get("quality_control") is not True]
         counts["dropped_qc"] = len(rows) - len(kept)
+    if config.drop_duplicate_solutions:
+        kept, counts["dropped_duplicates"], counts["dropped_conflicting"] = drop_duplicates(kept)
+    if config.max_solutions_per_problem is not None:
+        before = len(kept)
+        kept = per_problem(kept, config.max_solutions_per_problem, config.seed)
+        counts["dropped_per_problem"] = before - len(kept)
     if config.exclude_problems_from:
         problems, seed_counts = seed_problems(config.exclude_problems_from, rows)
         counts.update(seed_counts)
@@ -151,6 +165,42 @@ def curate(rows: list[Solution], config: CriticGRPOConfig) -> tuple[list[Solutio
     counts["kept_correct"] = len(kept) - counts["kept_erroneous"]
     counts["curated"] = len(kept)
     return kept, counts
+
+
+def drop_duplicates(rows: list[Solution]) -> tuple[list[Solution], int, int]:
+    """One copy of each (problem, steps) labelled more than once when every copy has the same
+    label; none when they conflict. Returns the rows kept (file order), the extra copies dropped
+    and the rows dropped for conflicting labels."""
+    groups: dict[tuple[str, tuple[str, ...]], list[Solution]] = {}
+    for r in rows:
+        key = (normalize_problem(r.problem), tuple(" ".join(s.split()) for s in r.steps))
+        groups.setdefault(key, []).append(r)
+    keep: set[int] = set()
+    extra = conflicting = 0
+    for group in groups.values():
+        if len({r.label for r in group}) > 1:
+            conflicting += len(group)
+            continue
+        keep.add(id(group[0]))
+        extra += len(group) - 1
+    if extra or conflicting:
+        log.info("RL data: %d duplicate copies dropped, %d rows with conflicting labels dropped",
+                 extra, conflicting)  # fmt: skip
+    return [r for r in rows if id(r) in keep], extra, conflicting
+
+
+def per_problem(rows: list[Solution], n: int, seed: int) -> list[Solution]:
+    """At most ``n`` solutions of each (normalized) problem, by the seeded stable rank of
+    :func:`deepcritic.data.select.rank`; file order kept."""
+    from dataclasses import replace
+
+    from deepcritic.data.select import first_per_problem
+
+    if n < 1:
+        raise ValueError(f"max_solutions_per_problem must be >= 1 (or null for all), got {n}")
+    keyed = [replace(r, problem=normalize_problem(r.problem)) for r in rows]
+    chosen = {r.id for r in first_per_problem(keyed, n, seed)}
+    return [r for r in rows if r.id in chosen]
 
 
 def normalize_problem(text: str) -> str:

@@ -17,21 +17,16 @@ The kept solutions stay in file order.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import Counter
 from collections.abc import Sequence
 
+from deepcritic.data.select import first_per_problem, rank
 from deepcritic.records import Solution
 from deepcritic.stages.seed.config import SeedConfig
 from deepcritic.stages.seed.teacher import steps_to_critique
 
 log = logging.getLogger(__name__)
-
-
-def rank(seed: int, solution_id: str) -> str:
-    """A stable pseudo-random rank of a solution (same for every run and shard layout)."""
-    return hashlib.sha256(f"select:{seed}:{solution_id}".encode()).hexdigest()
 
 
 def _keep(
@@ -42,17 +37,6 @@ def _keep(
     if skipped:
         log.info("seed input: %d of %d solutions skipped (%s)", skipped, len(solutions), reason)
     return kept
-
-
-def one_per_problem(solutions: Sequence[Solution], seed: int) -> list[Solution]:
-    """The lowest-ranked solution of each problem, in file order."""
-    best: dict[str, Solution] = {}
-    for s in solutions:
-        cur = best.get(s.problem)
-        if cur is None or rank(seed, s.id) < rank(seed, cur.id):
-            best[s.problem] = s
-    chosen = {s.id for s in best.values()}
-    return [s for s in solutions if s.id in chosen]
 
 
 def first_problems(solutions: Sequence[Solution], limit: int, seed: int) -> list[Solution]:
@@ -78,7 +62,7 @@ def select_inputs(
         solutions = _keep(solutions, kept, "too_many_steps", counts)
     if config.one_per_problem:
         solutions = _keep(
-            solutions, one_per_problem(solutions, config.seed), "same_problem", counts
+            solutions, first_per_problem(solutions, 1, config.seed), "same_problem", counts
         )
     if config.max_problems is not None:
         kept = first_problems(solutions, config.max_problems, config.seed)
