@@ -59,8 +59,6 @@ def grpo(
                                  run_volume_claim, timeout_s, node_selector, tolerations)  # fmt: skip
         result = trainjob.train("grpo", config, read_result, launch)
     elif launcher == "inprocess":
-        if Path(src).is_dir():
-            src = str(sorted(Path(src).glob("*.jsonl"))[0])
         extra = [f"model={sft_model.path}", f"data_source={data_source}", f"{key}={src}",
                  f"out_dir={model.path}.work"]  # fmt: skip
         config = stage_config(CriticGRPOConfig, "grpo", profile, [*overrides, *extra])
