@@ -7,8 +7,11 @@ strict mode (:func:`deepcritic.grader.judge` with ``strict=True``) reads a predi
 :func:`deepcritic.grader.is_match` accepts, else 0.0. Strict, as the method specifies: only the
 judgment after ``**Answer**:`` counts, so an output without the marker earns nothing, and a
 truncated critique ending in a per-step ``\boxed{-1}`` ("this step is wrong") is never read as -1
-("no error"). ``strict=False`` (the official ProcessBench reading, last box anywhere) exists for
-ablations only. An optional format term (off by default) adds ``format_penalty`` (a negative
+("no error"). ``parser`` (``CriticGRPOConfig.reward_parser``) picks the reading: ``strict``
+(default, the method's), ``lenient`` (the grader's lenient mode) or ``official`` (the authors'
+``eval.py`` reading, :func:`deepcritic.grader.official_label`: the last ``\boxed{}`` anywhere, so
+a critic prompted with the reference template, which asks only for a box, can earn reward before
+it has learnt the marker; the authors' RL reward code is not released). An optional format term (off by default) adds ``format_penalty`` (a negative
 number, e.g. -0.5) to completions whose judgment cannot be read.
 
 Completions come either as plain strings or, for conversational datasets, as a list of message
@@ -18,9 +21,12 @@ dicts (``[{"role": "assistant", "content": "..."}]``); both are handled.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
-from deepcritic.grader import is_match, judge
+from deepcritic.grader import is_match, judge, official_label
+
+RewardParser = Literal["strict", "lenient", "official"]
+REWARD_PARSERS: tuple[str, ...] = ("strict", "lenient", "official")
 
 UNPARSABLE_METRIC = "critic/unparsable_frac"
 ACCURACY_METRIC = "critic/match_frac"
@@ -42,11 +48,22 @@ def completion_text(completion: Any) -> str:
     raise TypeError(f"completion must be a string or a list of messages, got {type(completion)!r}")
 
 
+def read_prediction(text: str, parser: str = "strict") -> int | None:
+    """The 0-based prediction of one critique under a reward parser (None = unreadable)."""
+    if parser == "official":
+        return official_label([text])
+    if parser not in REWARD_PARSERS:
+        raise ValueError(
+            f"reward_parser: must be one of {', '.join(REWARD_PARSERS)}, got {parser!r}"
+        )
+    return judge(text, strict=parser == "strict")
+
+
 def score_completion(
-    text: str, label: int, *, format_penalty: float = 0.0, strict: bool = True
+    text: str, label: int, *, format_penalty: float = 0.0, parser: str = "strict"
 ) -> tuple[float, bool]:
     """(reward, parsable) of one critique against its 0-based label (strict reading by default)."""
-    prediction = judge(text, strict=strict)
+    prediction = read_prediction(text, parser)
     reward = 1.0 if is_match(prediction, int(label)) else 0.0
     if prediction is None:
         reward += format_penalty
@@ -58,20 +75,21 @@ def first_error_reward(
     label: Sequence[int],
     *,
     format_penalty: float = 0.0,
-    strict: bool = True,
+    parser: str = "strict",
     log_metric: Callable[[str, float], None] | None = None,
     **kwargs: Any,
 ) -> list[float]:
     """1.0 when the predicted first wrong step equals ``label`` (0-based, -1 = none), else 0.0.
 
     ``format_penalty`` (default 0.0 = off) is added for a completion with no readable judgment;
-    ``strict`` (default, the method's reward) requires the ``**Answer**:`` marker.
+    ``parser``: ``strict`` (default, the method's reward: the ``**Answer**:`` marker is required),
+    ``lenient`` or ``official`` (module docstring).
     When TRL passes ``log_metric``, the fractions of unparsable and matching completions are logged.
     """
     if len(completions) != len(label):
         raise ValueError(f"got {len(completions)} completions but {len(label)} labels")
     scored = [
-        score_completion(completion_text(c), lab, format_penalty=format_penalty, strict=strict)
+        score_completion(completion_text(c), lab, format_penalty=format_penalty, parser=parser)
         for c, lab in zip(completions, label, strict=True)
     ]
     if log_metric is not None and scored:
@@ -82,15 +100,15 @@ def first_error_reward(
 
 
 def make_first_error_reward(
-    format_penalty: float = 0.0, *, strict: bool = True
+    format_penalty: float = 0.0, *, parser: str = "strict"
 ) -> Callable[..., list[float]]:
     """:func:`first_error_reward` with a fixed format term and mode, named for TRL's metric keys."""
 
     def first_error(completions: Sequence[Any], label: Sequence[int], **kwargs: Any) -> list[float]:
         kwargs.pop("format_penalty", None)
-        kwargs.pop("strict", None)
+        kwargs.pop("parser", None)
         return first_error_reward(
-            completions, label, format_penalty=format_penalty, strict=strict, **kwargs
+            completions, label, format_penalty=format_penalty, parser=parser, **kwargs
         )
 
     return first_error

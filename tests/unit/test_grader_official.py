@@ -219,3 +219,17 @@ def test_single_output_through_scoring_equals_eval_py(text: str) -> None:
 
     ref = ref_predict([text], voting=False, model_path="x/DeepCritic-7B-RL-PRM800K")
     assert read_output(text, parser="official") == grader.step_to_label(ref)
+
+
+@settings(max_examples=400, deadline=None)
+@given(outputs, labels)
+def test_official_reward_pays_what_eval_py_counts_as_a_match(text: str, label: int) -> None:
+    """GRPO with ``reward_parser: official``: 1.0 exactly when eval.py would count the critique as
+    a match for this label (``pred == label + 1``, or -1 for a correct solution)."""
+    from deepcritic.rewards import first_error_reward
+
+    ref = ref_predict([text], voting=False, model_path="x/DeepCritic-7B-RL-PRM800K")
+    (reward,) = first_error_reward([text], [label], parser="official")
+    assert reward == (1.0 if ref_match(ref, label) else 0.0)
+    (penalised,) = first_error_reward([text], [label], parser="official", format_penalty=-0.5)
+    assert penalised == reward + (-0.5 if ref is None else 0.0)

@@ -60,14 +60,34 @@ def test_strict_reward_truncated_step_verdict_earns_nothing() -> None:
         "**Critique of Step 2**\n7 * 2 is 14, not 15.\n\n**Judgement**: \\boxed{-1}"
     )
     assert first_error_reward([truncated], [-1]) == [0.0]
-    assert first_error_reward([truncated], [-1], strict=False) == [1.0]  # the ablation
+    assert first_error_reward([truncated], [-1], parser="lenient") == [1.0]  # the ablation
     no_marker = "The first error is in step 2, so \\boxed{2}"
     assert first_error_reward([no_marker], [1]) == [0.0]
     assert first_error_reward([no_marker], [1], format_penalty=-0.5) == [-0.5]
     assert make_first_error_reward()(completions=[truncated], label=[-1]) == [0.0]
-    assert make_first_error_reward(strict=False)(completions=[truncated], label=[-1]) == [1.0]
+    assert make_first_error_reward(parser="lenient")(completions=[truncated], label=[-1]) == [1.0]
 
 
 def test_length_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError, match="labels"):
         first_error_reward(["a", "b"], [1])
+
+
+def test_reward_parsers_read_the_reference_format() -> None:
+    """The reference template asks only for a box: the official reading pays it, strict does not;
+    an unknown parser is a config error naming the field."""
+    import pytest
+
+    from deepcritic.stages.grpo_config import CriticGRPOConfig
+
+    boxed_only = "Step 2 divides by zero, so the earliest error is \\boxed{2}"
+    assert first_error_reward([boxed_only], [1], parser="official") == [1.0]
+    assert first_error_reward([boxed_only], [1], parser="strict") == [0.0]
+    last_box = "**Answer**: \\boxed{3} (and later) \\boxed{2}"
+    assert first_error_reward([last_box] * 2, [2, 1], parser="strict") == [1.0, 0.0]
+    assert first_error_reward([last_box] * 2, [2, 1], parser="official") == [0.0, 1.0]
+    assert make_first_error_reward(parser="official")(completions=[boxed_only], label=[1]) == [1.0]
+    with pytest.raises(ValueError, match="reward_parser"):
+        first_error_reward([boxed_only], [1], parser="loose")
+    with pytest.raises(ValueError, match="reward_parser"):
+        CriticGRPOConfig(reward_parser="loose")

@@ -4,7 +4,8 @@ r"""Stage 3b: GRPO reinforcement learning of the critic (TRL ``GRPOTrainer``).
 * Prompt: :func:`deepcritic.reference.critic_prompt` in the configured ``prompt_set`` (the
   evaluation prompt, unchanged: the project's, or the authors' with ``prompt_set: reference``).
 * Reward: :func:`deepcritic.rewards.first_error_reward`: 1.0 when the one grader's reading of the
-  critique equals the 0-based label, else 0.0; an optional format term (``format_penalty``, off by
+  critique (``reward_parser``: strict, lenient or official) equals the 0-based label, else 0.0; an
+  optional format term (``format_penalty``, off by
   default) for completions with no readable ``\boxed{}`` judgment.
 * Data (:mod:`deepcritic.stages.rl_data`): canonical JSONL of labelled solutions; ``data_source``
   switches between human labels (``labels_path``: PRM800K, or CHAMP offline) and Monte Carlo
@@ -256,9 +257,10 @@ def run(config: CriticGRPOConfig) -> CriticGRPOResult:
     with tracking.stage_run("grpo", config, tracking_uri=uri) as tracker:
         tracker.log_metrics({f"data.{k}": v for k, v in counts.items()})
         tracker.log_params(curation_params(config))
+        reward = make_first_error_reward(config.format_penalty, parser=config.reward_parser)
         trainer = GRPOTrainer(
             model=path,
-            reward_funcs=[make_first_error_reward(config.format_penalty)],  # type: ignore[list-item]
+            reward_funcs=[reward],  # type: ignore[list-item]
             args=trl_config(config),
             train_dataset=dataset,
             processing_class=tokenizer,

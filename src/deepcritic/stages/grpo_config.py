@@ -67,6 +67,9 @@ class CriticGRPOConfig:
     num_train_epochs: float = 1.0  # passes over the prompts (max_steps wins)
     max_steps: int = -1  # > 0 overrides epochs
     format_penalty: float = 0.0  # added for an unparsable critique (0 = off); e.g. -0.5
+    # how the reward reads a critique: strict (the method's: the judgment after **Answer**:), lenient,
+    # or official (eval.py's last box anywhere; the authors' RL reward code is not released)
+    reward_parser: str = "strict"
     precision: Precision = "auto"  # auto = bf16 on GPU and on CPUs with AMX, else fp32
     gradient_checkpointing: bool = False  # recompute activations (less memory)
     attn_implementation: str | None = None  # flash_attention_2 where the image has flash_attn
@@ -93,6 +96,12 @@ class CriticGRPOConfig:
         check_prompt_set(self.prompt_set)
         if self.data_source not in ("labels", "mc"):
             raise ValueError(f"data_source: must be labels or mc, got {self.data_source!r}")
+        from deepcritic.rewards import REWARD_PARSERS
+
+        if self.reward_parser not in REWARD_PARSERS:
+            raise ValueError(
+                f"reward_parser: must be one of {', '.join(REWARD_PARSERS)}, got {self.reward_parser!r}"
+            )
         n = self.max_solutions_per_problem
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
             raise ValueError(f"max_solutions_per_problem: must be >= 1 or null (all), got {n!r}")
