@@ -21,7 +21,10 @@ official voting script). A single output (``output``) with ``require_marker`` is
 authors' ``eval.py`` does instead (:func:`deepcritic.grader.official_step` and
 :func:`~deepcritic.grader.official_vote_step`; ``require_marker`` is then the script's rule for
 DeepCritic models: keep samples containing ``**Answer**:``). Rows carrying a ready ``prediction``
-are read the same under both parsers.
+are read the same under both parsers. Rows of the authors' ``eval.py`` result files
+(``generated_critique``, a text or the kept votes) are read from that field, never from their
+1-based ``prediction``; ``--predictions`` takes several files (``<task>_error.jsonl
+<task>_correct.jsonl``).
 """
 
 from __future__ import annotations
@@ -161,6 +164,8 @@ def _row_prediction(
 ) -> int | None:
     if not isinstance(row, dict):
         raise DataError(source, line, None, "expected a JSON object")
+    if EVAL_PY_OUTPUT in row:  # a row of eval.py's result files: its `prediction` is 1-based
+        return _eval_py_prediction(row, source, line, require_marker, parser)
     if "prediction" in row:
         return _prediction_value(row, source, line)
     if "output" in row:
@@ -175,19 +180,41 @@ def _row_prediction(
     raise DataError(source, line, "prediction", "row needs 'prediction', 'output' or 'outputs'")
 
 
+EVAL_PY_OUTPUT = "generated_critique"  # eval.py's result rows: the critique text (or the votes)
+
+
+def _eval_py_prediction(
+    row: dict[str, Any], source: str, line: int, require_marker: bool, parser: str
+) -> int | None:
+    """A row of the authors' ``eval.py`` result files (``<task>_error.jsonl``,
+    ``<task>_correct.jsonl``): ``generated_critique`` is read like ``output`` (a string) or
+    ``outputs`` (eval.py's kept votes); the row's own ``prediction`` is eval.py's 1-based step and
+    is not read as a 0-based prediction."""
+    value = row[EVAL_PY_OUTPUT]
+    if isinstance(value, str):
+        return read_output(value, parser=parser, require_marker=require_marker)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return read_outputs(value, parser=parser, require_marker=require_marker)
+    raise DataError(source, line, EVAL_PY_OUTPUT, "must be a string or a list of strings")
+
+
 def read_predictions(
-    path: str | Path, *, require_marker: bool = False, parser: str = "strict"
-) -> dict[str, int | None]:
-    """Read a predictions JSONL into ``{id: 0-based prediction or None}``."""
+    paths: str | Path | Sequence[str | Path], *, require_marker: bool = False,
+    parser: str = "strict",
+) -> dict[str, int | None]:  # fmt: skip
+    """Read predictions JSONL files (one, or several such as eval.py's ``<task>_error.jsonl`` and
+    ``<task>_correct.jsonl``) into ``{id: 0-based prediction or None}``; an id given twice, in one
+    file or across them, is an error."""
     check_parser(parser, "--parser")
     preds: dict[str, int | None] = {}
-    for line, row in iter_jsonl(path):
-        if not isinstance(row, dict) or row.get("id") is None:
-            raise DataError(str(path), line, "id", "is missing")
-        rid = str(row["id"])
-        if rid in preds:
-            raise DataError(str(path), line, "id", f"duplicate id {rid!r}")
-        preds[rid] = _row_prediction(row, str(path), line, require_marker, parser)
+    for path in [paths] if isinstance(paths, (str, Path)) else list(paths):
+        for line, row in iter_jsonl(path):
+            if not isinstance(row, dict) or row.get("id") is None:
+                raise DataError(str(path), line, "id", "is missing")
+            rid = str(row["id"])
+            if rid in preds:
+                raise DataError(str(path), line, "id", f"duplicate id {rid!r}")
+            preds[rid] = _row_prediction(row, str(path), line, require_marker, parser)
     return preds
 
 
@@ -271,7 +298,13 @@ def register_cli(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--benchmark", required=True, help="benchmark file (any loader format)")
-    p.add_argument("--predictions", required=True, help="JSONL: prediction | output | outputs")
+    p.add_argument(
+        "--predictions",
+        required=True,
+        nargs="+",
+        help="JSONL file(s): prediction (0-based) | output | outputs per id; the authors' eval.py "
+        "result files (<task>_error.jsonl <task>_correct.jsonl: generated_critique) too",
+    )
     p.add_argument(
         "--require-marker",
         action="store_true",
