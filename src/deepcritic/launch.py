@@ -326,7 +326,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return subprocess.run(cmd, check=False).returncode
     from deepcritic.cli import main as cli_main
 
-    return cli_main([args.stage, *stage_args])
+    try:
+        return cli_main([args.stage, *stage_args])
+    finally:
+        leave_process_group()
+
+
+def leave_process_group() -> None:
+    """Destroy this rank's process group, if the stage made one, before the interpreter exits:
+    left to exit-time teardown, a gloo group's threads can abort the rank ("terminate called
+    without an active exception", exit -6) after the stage has finished and written its result."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -152,3 +152,19 @@ def test_trainer_command() -> None:
                    "/mnt/run/grpo.yaml"]  # fmt: skip
     with pytest.raises(ValueError, match="stage"):
         launch.trainer_command("seed", "x.yaml")
+
+
+def test_a_rank_leaves_its_process_group_before_exiting(tmp_path: Path) -> None:
+    """`python -m deepcritic.launch` destroys the group a stage made (gloo teardown at interpreter
+    exit can abort a finished rank), and does nothing when there is none."""
+    import torch.distributed as dist
+
+    from deepcritic.launch import leave_process_group
+
+    leave_process_group()  # no group: a no-op
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    assert dist.is_initialized()
+    leave_process_group()
+    assert not dist.is_initialized()
