@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from deepcritic.grader import is_match, judge, official_label
+from deepcritic.grader import is_match
 
 RewardParser = Literal["strict", "lenient", "official"]
 REWARD_PARSERS: tuple[str, ...] = ("strict", "lenient", "official")
@@ -49,14 +49,17 @@ def completion_text(completion: Any) -> str:
 
 
 def read_prediction(text: str, parser: str = "strict") -> int | None:
-    """The 0-based prediction of one critique under a reward parser (None = unreadable)."""
-    if parser == "official":
-        return official_label([text])
+    """The 0-based prediction of one critique under a reward parser (None = unreadable), read by
+    :func:`deepcritic.scoring.read_output`: ``strict`` = the grader with the marker required,
+    ``lenient`` = without, ``official`` = eval.py's single-critique reading."""
+    from deepcritic.scoring import read_output
+
     if parser not in REWARD_PARSERS:
         raise ValueError(
             f"reward_parser: must be one of {', '.join(REWARD_PARSERS)}, got {parser!r}"
         )
-    return judge(text, strict=parser == "strict")
+    return read_output(text, parser="official" if parser == "official" else "strict",
+                       require_marker=parser == "strict")  # fmt: skip
 
 
 def score_completion(
